@@ -1,0 +1,3 @@
+from mailtoaster.cli import main
+
+raise SystemExit(main())
