@@ -18,14 +18,21 @@ class CliError(Exception):
 def add_dns_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
-        "--dns-zone", metavar="FILE", help="answer DNS queries from this BIND master file (offline, for tests)"
+        "--dns-zone",
+        metavar="FILE",
+        help="answer DNS queries from this BIND master file (offline, for tests)",
     )
     group.add_argument(
-        "--nameserver", metavar="HOST[:PORT]", action="append",
+        "--nameserver",
+        metavar="HOST[:PORT]",
+        action="append",
         help="ask this DNS server (repeatable; default: the system's resolvers)",
     )
     parser.add_argument(
-        "--dns-timeout", metavar="SECONDS", type=float, default=5.0,
+        "--dns-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=5.0,
         help="time bound for each DNS query (default 5)",
     )
 
