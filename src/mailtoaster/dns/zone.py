@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.name
@@ -28,26 +29,77 @@ class ZoneFileError(ValueError):
 _SUPPORTED = {t.value for t in RRType}
 
 
+def _host_text(name: dns.name.Name) -> str:
+    """A host name without the trailing dot; the root (a null MX's ``.``) is ``""``."""
+    return "" if name == dns.name.root else str(name.to_text(omit_final_dot=True))
+
+
 def _to_rdata(rrtype: RRType, rdata: dns.rdata.Rdata) -> Rdata:
     text_name = getattr(rdata, "target", None) or getattr(rdata, "exchange", None)
     if rrtype in (RRType.A, RRType.AAAA):
         return ipaddress.ip_address(rdata.address)  # type: ignore[attr-defined]
     if rrtype is RRType.MX:
-        return MX(rdata.preference, text_name.to_text(omit_final_dot=True) if text_name else "")  # type: ignore[attr-defined]
+        return MX(rdata.preference, _host_text(text_name))  # type: ignore[attr-defined, arg-type]
     if rrtype in (RRType.TXT, RRType.SPF):
         return tuple(rdata.strings)  # type: ignore[attr-defined]
-    assert text_name is not None
-    return str(text_name.to_text(omit_final_dot=True))
+    assert isinstance(text_name, dns.name.Name)
+    return _host_text(text_name)
+
+
+class _AnyApexTransaction(dns.zone.Transaction):
+    """A zone transaction that accepts an SOA at any name, not only at the zone's origin.
+
+    A file with absolute names for several domains holds several zone apexes, but dnspython's zone
+    (origin ``.``) refuses an SOA anywhere but at the origin. Its only use of
+    ``_origin_information`` is that check in ``_add``, so reporting the name being added as the
+    effective origin switches the check off and changes nothing else.
+    """
+
+    _adding: dns.name.Name | None = None
+
+    def add(self, *args: Any) -> None:
+        self._adding = args[0] if args and isinstance(args[0], dns.name.Name) else None
+        try:
+            super().add(*args)
+        finally:
+            self._adding = None
+
+    def _origin_information(self) -> tuple[dns.name.Name | None, bool, dns.name.Name | None]:
+        origin, relativize, effective = self.zone.origin_information()
+        return origin, relativize, self._adding or effective
+
+
+class _AnyApexZone(dns.zone.Zone):
+    def writer(self, replacement: bool = False) -> dns.zone.Transaction:
+        txn = _AnyApexTransaction(self, replacement)
+        txn._setup_version()  # type: ignore[no-untyped-call]  # as dns.zone.Zone.writer does
+        return txn
+
+
+def parse_master_file(text: str, source: str = "<zone>") -> dns.zone.Zone:
+    """Parse BIND master-file text with dnspython: origin ``.``, names kept absolute, SOAs anywhere.
+
+    Raises :class:`ZoneFileError` naming ``source`` (and, for syntax errors, the line).
+    """
+    try:
+        return dns.zone.from_text(
+            text,
+            origin=dns.name.root,
+            relativize=False,
+            check_origin=False,
+            filename=source,
+            zone_factory=_AnyApexZone,
+        )
+    except dns.exception.DNSException as exc:
+        message = str(exc)
+        raise ZoneFileError(message if message.startswith(source) else f"{source}: {message}") from exc
+    except ValueError as exc:  # dnspython's transaction checks, e.g. a CNAME beside other data
+        raise ZoneFileError(f"{source}: {exc}") from exc
 
 
 def parse_zone_text(text: str, source: str = "<zone>") -> StaticResolver:
     """Build a resolver from master-file text; ``source`` names the file in error messages."""
-    try:
-        zone = dns.zone.from_text(
-            text, origin=dns.name.root, relativize=False, check_origin=False, filename=source
-        )
-    except dns.exception.DNSException as exc:
-        raise ZoneFileError(f"{source}: {exc}") from exc
+    zone = parse_master_file(text, source)
     resolver = StaticResolver()
     for name, node in zone.nodes.items():
         owner = name.to_text(omit_final_dot=True)
