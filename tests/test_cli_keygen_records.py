@@ -70,8 +70,9 @@ def test_keygen_ed25519(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_keygen_1024_warns_but_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "keygen", "sample.com", "--selector", "s", "--bits", "1024",
-                       "--keys-dir", str(tmp_path))
+    code, _, err = run(
+        capsys, "keygen", "sample.com", "--selector", "s", "--bits", "1024", "--keys-dir", str(tmp_path)
+    )
     assert code == 0
     assert "RFC 8301" in err
     assert load_key(tmp_path, "sample.com", "s").bits == 1024
@@ -111,8 +112,12 @@ def test_keygen_bad_sizes(
 
 @pytest.mark.parametrize(
     ("domain", "selector", "fragment"),
-    [("../etc", "s1", "invalid domain"), ("sample.com", "../../x", "invalid selector"),
-     ("bad_domain.com", "s1", "invalid domain"), ("sample.com", "a/b", "invalid selector")],
+    [
+        ("../etc", "s1", "invalid domain"),
+        ("sample.com", "../../x", "invalid selector"),
+        ("bad_domain.com", "s1", "invalid domain"),
+        ("sample.com", "a/b", "invalid selector"),
+    ],
 )
 def test_keygen_bad_names(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], domain: str, selector: str, fragment: str
@@ -124,8 +129,16 @@ def test_keygen_bad_names(
 
 def test_dns_records_classic_tinydns_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(
-        capsys, "dns", "records", "sample.com", "--ip", "69.36.226.12", "--format", "tinydns",
-        "--keys-dir", str(tmp_path),
+        capsys,
+        "dns",
+        "records",
+        "sample.com",
+        "--ip",
+        "69.36.226.12",
+        "--format",
+        "tinydns",
+        "--keys-dir",
+        str(tmp_path),
     )
     assert code == 0
     assert "'sample.com:v=spf1 ip4\\07269.36.226.12 ~all:3600" in out.splitlines()
@@ -140,10 +153,29 @@ async def test_dns_records_bind_after_keygen(tmp_path: Path, capsys: pytest.Capt
     assert run(capsys, *keygen, "big", "--bits", "3072")[0] == 0
     assert run(capsys, *keygen, "ed", "--type", "ed25519")[0] == 0
     code, out, err = run(
-        capsys, "dns", "records", "sample.com", "--keys-dir", keys,
-        "--ip", "192.0.2.25", "--ip", "2001:db8::25",
-        "--include", "_spf.relay.example.net", "--all", "fail", "--sender-id", "--dmarc-policy", "reject",
-        "--dmarc-rua", "dmarc@sample.com", "--mx-host", "mx.sample.com", "--ttl", "900",
+        capsys,
+        "dns",
+        "records",
+        "sample.com",
+        "--keys-dir",
+        keys,
+        "--ip",
+        "192.0.2.25",
+        "--ip",
+        "2001:db8::25",
+        "--include",
+        "_spf.relay.example.net",
+        "--all",
+        "fail",
+        "--sender-id",
+        "--dmarc-policy",
+        "reject",
+        "--dmarc-rua",
+        "dmarc@sample.com",
+        "--mx-host",
+        "mx.sample.com",
+        "--ttl",
+        "900",
     )
     assert code == 0, err
     assert err == ""

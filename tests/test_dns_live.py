@@ -517,7 +517,7 @@ async def test_cli_zone_option(tmp_path: Path) -> None:
 
 async def test_server_wildcards(server: DnsTestServer, resolver: LiveResolver) -> None:
     server.load_zone(
-        "*.wild.test. 300 IN TXT \"wild\"\n"
+        '*.wild.test. 300 IN TXT "wild"\n'
         "exists.wild.test. 300 IN A 192.0.2.1\n"
         "x.exists.wild.test. 300 IN A 192.0.2.2\n"
     )

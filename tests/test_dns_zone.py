@@ -135,9 +135,7 @@ async def test_empty_non_terminals_can_be_switched_off() -> None:
 async def test_soa_records_at_several_apexes_are_accepted() -> None:
     """A real zone file starts with an SOA at its origin; dnspython alone would refuse one not at '.'."""
     resolver = parse_zone_text(
-        "$ORIGIN example.com.\n"
-        "@ 3600 IN SOA ns hostmaster 1 3600 600 86400 300\n"
-        "@ 3600 IN A 192.0.2.1\n"
+        "$ORIGIN example.com.\n@ 3600 IN SOA ns hostmaster 1 3600 600 86400 300\n@ 3600 IN A 192.0.2.1\n"
     )
     assert (await resolver.lookup("example.com", RRType.A)).ok
 
@@ -212,7 +210,7 @@ def test_unreadable_file(tmp_path: Path, kind: str) -> None:
     if kind == "directory":
         path.mkdir()
     elif kind == "not utf-8":
-        path.write_bytes(b"x. 300 IN TXT \"\xff\"\n")
+        path.write_bytes(b'x. 300 IN TXT "\xff"\n')
     with pytest.raises(ZoneFileError, match=r"^cannot read zone file") as info:
         load_zone_file(path)
     assert str(path) in str(info.value)

@@ -62,9 +62,23 @@ def test_valid_domains_are_normalised(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "..", "../etc", "example..com", "a/b.com", "example.com/..", "-bad.com", "bad-.com", "localhost",
-     "exa mple.com", " example.com", "_dmarc.example.com", "é.example.com", "a" * 64 + ".com",
-     ("a" * 60 + ".") * 5 + "com"],
+    [
+        "",
+        "..",
+        "../etc",
+        "example..com",
+        "a/b.com",
+        "example.com/..",
+        "-bad.com",
+        "bad-.com",
+        "localhost",
+        "exa mple.com",
+        " example.com",
+        "_dmarc.example.com",
+        "é.example.com",
+        "a" * 64 + ".com",
+        ("a" * 60 + ".") * 5 + "com",
+    ],
 )
 def test_invalid_domains_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="invalid domain"):
@@ -277,9 +291,12 @@ def test_ed25519_record_holds_the_raw_32_byte_key() -> None:
     assert len(raw) == 32
     expected = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     assert raw == expected
-    assert ed25519.Ed25519PublicKey.from_public_bytes(raw).public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    ) == expected
+    assert (
+        ed25519.Ed25519PublicKey.from_public_bytes(raw).public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        == expected
+    )
 
 
 def test_domainkeys_record_is_rsa_only_without_version(rsa_key: rsa.RSAPrivateKey) -> None:

@@ -49,8 +49,11 @@ def store(tmp_path: Path, big_rsa_key: rsa.RSAPrivateKey) -> Path:
 
 def all_records(store: Path, **options: object) -> list[DnsRecord]:
     plan = make_plan(
-        "sample.com", ips=["69.36.226.12", "2001:db8::25"], sender_id=True,
-        dmarc_rua="reports@sample.com", **options,  # type: ignore[arg-type]
+        "sample.com",
+        ips=["69.36.226.12", "2001:db8::25"],
+        sender_id=True,
+        dmarc_rua="reports@sample.com",
+        **options,  # type: ignore[arg-type]
     )
     return compute_records(plan, list_keys(store, "sample.com"))
 
@@ -135,8 +138,9 @@ def test_spf_uses_mx_when_no_address_is_known() -> None:
 
 
 def test_spf_includes_and_fail() -> None:
-    plan = make_plan("sample.com", ips=["192.0.2.1"], includes=["_spf.Google.com", "relay.example.net"],
-                     spf_all="fail")
+    plan = make_plan(
+        "sample.com", ips=["192.0.2.1"], includes=["_spf.Google.com", "relay.example.net"], spf_all="fail"
+    )
     assert spf_text(plan) == "v=spf1 ip4:192.0.2.1 include:_spf.google.com include:relay.example.net -all"
     assert sender_id_text(plan) == (
         "spf2.0/mfrom,pra ip4:192.0.2.1 include:_spf.google.com include:relay.example.net -all"
@@ -219,7 +223,7 @@ def test_classic_spf_line_is_reproduced_exactly() -> None:
 
 
 def test_tinydns_escaping() -> None:
-    assert tinydns_escape(b"a:b\\c d\"e\x00\n\x7f\xff") == "a\\072b\\134c d\"e\\000\\012\\177\\377"
+    assert tinydns_escape(b'a:b\\c d"e\x00\n\x7f\xff') == 'a\\072b\\134c d"e\\000\\012\\177\\377'
     assert tinydns_escape(b"AB", escape_all=True) == "\\101\\102"
     line = tinydns_line(DnsRecord("x.sample.com", RRType.TXT, 60, "a:b\\c\u00e9\n"))
     assert line == "'x.sample.com:a\\072b\\134c\\303\\251\\012:60"
@@ -234,9 +238,7 @@ def test_tinydns_lines_read_back_to_the_records(store: Path) -> None:
     for line in text.splitlines():  # one record a line, all printable ASCII, nothing to trip a parser
         assert line.isascii() and line.isprintable()
     aaaa = [line for line in text.splitlines() if line.startswith(":")]
-    assert aaaa == [
-        ":mail.sample.com:28:\\040\\001\\015\\270" + "\\000" * 11 + "\\045:3600"
-    ]
+    assert aaaa == [":mail.sample.com:28:\\040\\001\\015\\270" + "\\000" * 11 + "\\045:3600"]
     assert "@sample.com::mail.sample.com:10:3600" in text.splitlines()
     assert "+mail.sample.com:69.36.226.12:3600" in text.splitlines()
 
@@ -303,9 +305,7 @@ async def test_zone_resolver_finds_the_key_on_disk(store: Path) -> None:
         answer = await resolver.lookup(f"{stored.selector}._domainkey.sample.com", RRType.TXT)
         assert answer.ok
         (text,) = answer.texts()
-        p = dict(
-            part.strip().split("=", 1) for part in text.decode().split(";") if part.strip()
-        )["p"]
+        p = dict(part.strip().split("=", 1) for part in text.decode().split(";") if part.strip())["p"]
         assert base64.b64decode(p) == expected_p(stored)
     spf = await resolver.lookup("sample.com", RRType.TXT)
     assert b"v=spf1 ip4:69.36.226.12 ip6:2001:db8::25 ~all" in spf.texts()

@@ -43,7 +43,7 @@ def resolver_from_args(args: argparse.Namespace) -> Resolver:
             return load_zone_file(args.dns_zone)
         except ZoneFileError as exc:
             raise CliError(str(exc)) from exc
-    from mailtoaster.dns.live import LiveResolver, parse_nameserver
+    from mailtoaster.dns.live import LiveResolver, ResolverConfigError, parse_nameserver
 
     servers = None
     if args.nameserver:
@@ -53,7 +53,10 @@ def resolver_from_args(args: argparse.Namespace) -> Resolver:
             raise CliError(str(exc)) from exc
     if args.dns_timeout <= 0:
         raise CliError("--dns-timeout must be a positive number of seconds")
-    return LiveResolver(servers, timeout=args.dns_timeout)
+    try:
+        return LiveResolver(servers, timeout=args.dns_timeout)
+    except ResolverConfigError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def read_input(path: str | None) -> bytes:

@@ -36,32 +36,49 @@ def register_records(commands: Any) -> None:
     )
     parser.add_argument("domain", metavar="DOMAIN")
     parser.add_argument(
-        "--keys-dir", metavar="DIR", default=str(DEFAULT_KEYS_DIR),
+        "--keys-dir",
+        metavar="DIR",
+        default=str(DEFAULT_KEYS_DIR),
         help=f"key store directory (default {DEFAULT_KEYS_DIR})",
     )
     parser.add_argument(
-        "--format", choices=["bind", "tinydns"], default="bind",
+        "--format",
+        choices=["bind", "tinydns"],
+        default="bind",
         help="BIND master-file lines (default) or tinydns-data lines",
     )
     parser.add_argument(
-        "--ip", action="append", default=[], metavar="ADDR",
+        "--ip",
+        action="append",
+        default=[],
+        metavar="ADDR",
         help="an address of the mail server (repeatable): A/AAAA of the MX host, ip4:/ip6: in SPF",
     )
     parser.add_argument(
-        "--include", action="append", default=[], metavar="DOMAIN",
+        "--include",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
         help="also authorise this domain's SPF senders (repeatable), e.g. a relay provider",
     )
     parser.add_argument(
-        "--spf-mx", action=argparse.BooleanOptionalAction, default=None,
+        "--spf-mx",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="put the mx mechanism in SPF (default: only when no --ip is given)",
     )
     parser.add_argument(
-        "--all", dest="spf_all", choices=[a.value for a in SpfAll], default=SpfAll.SOFTFAIL.value,
+        "--all",
+        dest="spf_all",
+        choices=[a.value for a in SpfAll],
+        default=SpfAll.SOFTFAIL.value,
         help="SPF result for unlisted hosts: softfail ~all (default) or fail -all",
     )
     parser.add_argument("--sender-id", action="store_true", help="also publish a Sender ID (spf2.0) record")
     parser.add_argument(
-        "--dmarc-policy", choices=[p.value for p in DmarcPolicy], default=DmarcPolicy.QUARANTINE.value,
+        "--dmarc-policy",
+        choices=[p.value for p in DmarcPolicy],
+        default=DmarcPolicy.QUARANTINE.value,
         help="DMARC p= (default quarantine)",
     )
     parser.add_argument(
@@ -69,7 +86,9 @@ def register_records(commands: Any) -> None:
     )
     parser.add_argument("--mx-host", metavar="NAME", help="the mail exchanger (default mail.DOMAIN)")
     parser.add_argument(
-        "--ttl", metavar="N", default=str(DEFAULT_TTL),
+        "--ttl",
+        metavar="N",
+        default=str(DEFAULT_TTL),
         help=f"TTL of every record, in seconds (default {DEFAULT_TTL})",
     )
     parser.set_defaults(func=run_records)

@@ -22,14 +22,19 @@ def register(subparsers: Any) -> None:
     parser.add_argument("domain", metavar="DOMAIN", help="the signing domain (d=)")
     parser.add_argument("--selector", required=True, metavar="NAME", help="the selector (s=), e.g. 2024a")
     parser.add_argument(
-        "--type", dest="key_type", choices=[t.value for t in KeyType], default=KeyType.RSA.value,
+        "--type",
+        dest="key_type",
+        choices=[t.value for t in KeyType],
+        default=KeyType.RSA.value,
         help="key algorithm (default rsa; ed25519 is RFC 8463, not yet verified everywhere)",
     )
     parser.add_argument(
         "--bits", metavar="N", help=f"RSA key size, 1024 to 8192 (default {DEFAULT_RSA_BITS})"
     )
     parser.add_argument(
-        "--keys-dir", metavar="DIR", default=str(DEFAULT_KEYS_DIR),
+        "--keys-dir",
+        metavar="DIR",
+        default=str(DEFAULT_KEYS_DIR),
         help=f"key store directory (default {DEFAULT_KEYS_DIR})",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing key with this selector")

@@ -226,21 +226,30 @@ def compute_records(plan: DomainPlan, keys: Sequence[StoredKey] = ()) -> list[Dn
     if own_keys:
         records.append(
             DnsRecord(
-                f"_domainkey.{domain}", RRType.TXT, ttl, DOMAINKEYS_POLICY,
+                f"_domainkey.{domain}",
+                RRType.TXT,
+                ttl,
+                DOMAINKEYS_POLICY,
                 "DomainKeys policy: all mail is signed (RFC 4870)",
             )
         )
     for key in sorted(own_keys, key=lambda k: k.selector):
         records.append(
             DnsRecord(
-                key.record_name, RRType.TXT, ttl, key.dkim_record,
+                key.record_name,
+                RRType.TXT,
+                ttl,
+                key.dkim_record,
                 f"DKIM public key, {key.description}, selector {key.selector} (RFC 6376)",
             )
         )
     if own_keys:
         records.append(
             DnsRecord(
-                f"_adsp._domainkey.{domain}", RRType.TXT, ttl, ADSP_POLICY,
+                f"_adsp._domainkey.{domain}",
+                RRType.TXT,
+                ttl,
+                ADSP_POLICY,
                 "ADSP: all mail is DKIM-signed (RFC 5617, historic)",
             )
         )
@@ -253,7 +262,10 @@ def compute_records(plan: DomainPlan, keys: Sequence[StoredKey] = ()) -> list[Dn
 def _address_records(plan: DomainPlan) -> list[DnsRecord]:
     return [
         DnsRecord(
-            plan.mail_host, RRType.A if ip.version == 4 else RRType.AAAA, plan.ttl, ip,
+            plan.mail_host,
+            RRType.A if ip.version == 4 else RRType.AAAA,
+            plan.ttl,
+            ip,
             "address of the mail exchanger",
         )
         for ip in plan.ips

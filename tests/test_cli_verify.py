@@ -1,0 +1,229 @@
+"""``mailtoaster verify`` end to end: the bundled sample, JSON, the DNS options (a zone file and a
+real DNS server on 127.0.0.1), records published by ``dns records``, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailtoaster.cli import main
+from tests.dnsserver import DnsTestServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "sample.eml"
+ZONE = ROOT / "examples" / "sample.zone"
+SAMPLE_ARGS = [str(SAMPLE), "--ip", "69.36.226.12", "--helo", "mail.sample.com", "--authserv-id", "mx.test"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["verify", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_sample_report(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *SAMPLE_ARGS, "--dns-zone", str(ZONE))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "SPF check:          pass"
+    assert lines[1] == "Sender-ID check:    pass"
+    assert "  record:      v=spf1 ip4:69.36.226.12 include:emailcenterpro.com ~all" in lines
+    assert "  PRA:     jsmith@sample.com (from the From header)" in lines
+    assert lines[-1] == (
+        "Authentication-Results: mx.test; spf=pass (domain of jsmith@sample.com designates 69.36.226.12 as "
+        "permitted sender) smtp.helo=mail.sample.com smtp.mailfrom=jsmith@sample.com; "
+        "sender-id=pass header.from=jsmith@sample.com"
+    )
+    assert lines[-2].startswith("Received-SPF: pass (mx.test: domain of jsmith@sample.com designates")
+
+
+def test_json_and_other_clients(capsys: pytest.CaptureFixture[str]) -> None:
+    """A client the record does not list: the include's -all does not match, so ~all softfails."""
+    args = [str(SAMPLE), "--ip", "198.51.100.20", "--helo", "h.example", "--dns-zone", str(ZONE), "--json"]
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    document = json.loads(out)
+    assert document["spf"]["result"] == "softfail"
+    assert document["spf"]["mechanism"] == "~all"
+    assert document["spf"]["dns_lookups"] == 1
+    assert document["senderid"]["result"] == "softfail"
+    assert document["senderid"]["pra"] == "jsmith@sample.com"
+    assert "spf=softfail" in document["authentication_results"]
+
+
+def test_included_sender_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, str(SAMPLE), "--ip", "203.0.113.77", "--helo", "x", "--dns-zone", str(ZONE), "--json"
+    )
+    assert code == 0
+    assert json.loads(out)["spf"]["result"] == "pass"
+    assert json.loads(out)["spf"]["mechanism"] == "include:emailcenterpro.com"
+
+
+def test_null_sender_checks_helo(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, *SAMPLE_ARGS, "--mail-from", "", "--dns-zone", str(ZONE), "--json")
+    assert code == 0
+    spf = json.loads(out)["spf"]
+    assert (spf["identity"], spf["sender"], spf["result"]) == ("helo", "postmaster@mail.sample.com", "none")
+
+
+def test_message_from_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", type("In", (), {"buffer": SAMPLE.open("rb")})())
+    code, out, _ = run(capsys, "-", "--ip", "69.36.226.12", "--helo", "m", "--dns-zone", str(ZONE), "--json")
+    assert code == 0
+    assert json.loads(out)["spf"]["result"] == "pass"
+
+
+def test_live_nameserver(dns_server: DnsTestServer, capsys: pytest.CaptureFixture[str]) -> None:
+    dns_server.load_zone(ZONE.read_text())
+    code, out, _ = run(capsys, *SAMPLE_ARGS, "--nameserver", dns_server.nameserver_arg, "--json")
+    assert code == 0
+    assert json.loads(out)["spf"]["result"] == "pass"
+    assert dns_server.count("sample.com", "TXT") >= 1
+
+
+def test_dns_timeout_is_temperror_and_bounded(
+    dns_server: DnsTestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dns_server.load_zone(ZONE.read_text())
+    dns_server.drop("sample.com", "TXT")
+    started = time.monotonic()
+    args = [*SAMPLE_ARGS, "--nameserver", dns_server.nameserver_arg, "--dns-timeout", "0.5", "--json"]
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    assert time.monotonic() - started < 10
+    assert code == 0
+    assert json.loads(out)["spf"]["result"] == "temperror"
+
+
+def test_servfail_is_temperror(dns_server: DnsTestServer, capsys: pytest.CaptureFixture[str]) -> None:
+    dns_server.load_zone(ZONE.read_text())
+    dns_server.servfail("sample.com", "TXT")
+    code, out, _ = run(capsys, *SAMPLE_ARGS, "--nameserver", dns_server.nameserver_arg, "--json")
+    assert code == 0
+    assert json.loads(out)["spf"]["result"] == "temperror"
+
+
+def test_records_published_by_dns_records_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What ``dns records`` tells a postmaster to publish is what ``verify`` then accepts."""
+    assert main(["keygen", "example.org", "--selector", "s1", "--keys-dir", str(tmp_path / "keys")]) == 0
+    assert (
+        main(["dns", "records", "example.org", "--keys-dir", str(tmp_path / "keys"), "--ip", "192.0.2.25"])
+        == 0
+    )
+    zone = tmp_path / "example.org.zone"
+    zone.write_text(capsys.readouterr().out)
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n")
+    base = [
+        str(message),
+        "--helo",
+        "mail.example.org",
+        "--mail-from",
+        "a@example.org",
+        "--dns-zone",
+        str(zone),
+    ]
+    _, out, _ = run(capsys, *base, "--ip", "192.0.2.25", "--json")
+    assert json.loads(out)["spf"]["result"] == "pass"
+    assert json.loads(out)["senderid"]["result"] == "pass"
+    _, out, _ = run(capsys, *base, "--ip", "192.0.2.26", "--json")
+    assert json.loads(out)["spf"]["result"] == "softfail"
+
+
+ZONE_ARGS = ["--dns-zone", str(ZONE)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--ip", "999.1.1.1", "--helo", "h", "--mail-from", "a@b.c", *ZONE_ARGS],
+            "is not an IPv4 or IPv6 address",
+        ),
+        (
+            ["--ip", "192.0.2.1", "--helo", "h", "--mail-from", "a b@c d", *ZONE_ARGS],
+            "is not a valid address",
+        ),
+        (
+            ["--ip", "192.0.2.1", "--helo", "h", "--mail-from", "nodomain@", *ZONE_ARGS],
+            "is not a valid address",
+        ),
+        (
+            ["--ip", "192.0.2.1", "--helo", "bad helo", "--mail-from", "a@b.c", *ZONE_ARGS],
+            "is not a host name",
+        ),
+        (
+            ["--ip", "192.0.2.1", "--helo", "h", "--mail-from", "a@b.c", "--nameserver", "ns.example"],
+            "IP address",
+        ),
+    ],
+)
+def test_bad_arguments(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    code, _, err = run(capsys, str(SAMPLE), *args)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, str(tmp_path / "missing.eml"), "--ip", "192.0.2.1", "--helo", "h", "--mail-from", ""
+    )
+    assert code == 2 and "cannot read" in err
+    broken = tmp_path / "broken.zone"
+    broken.write_text("$TTL 60\nexample.com. IN TXT\n")
+    code, _, err = run(capsys, *SAMPLE_ARGS, "--dns-zone", str(broken))
+    assert code == 2 and "broken.zone" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, *SAMPLE_ARGS, "--dns-zone", str(tmp_path / "nope.zone"))
+    assert code == 2 and "cannot read zone file" in err
+
+
+def test_no_return_path_needs_mail_from(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"From: a@example.org\r\n\r\nbody\r\n")
+    code, _, err = run(capsys, str(message), "--ip", "192.0.2.1", "--helo", "h", "--dns-zone", str(ZONE))
+    assert code == 2 and "Return-Path" in err
+
+
+def test_garbage_message_still_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Binary junk is a message with no PRA: Sender ID permerror, SPF still evaluated, no crash."""
+    junk = tmp_path / "junk"
+    junk.write_bytes(bytes(range(256)) * 4)
+    code, out, _ = run(
+        capsys,
+        str(junk),
+        "--ip",
+        "69.36.226.12",
+        "--helo",
+        "h",
+        "--mail-from",
+        "a@sample.com",
+        "--dns-zone",
+        str(ZONE),
+        "--json",
+    )
+    assert code == 0
+    document = json.loads(out)
+    assert code == 0
+    assert document["spf"]["result"] == "pass"
+    assert document["senderid"]["result"] == "permerror"
+    assert document["defects"]
+
+
+def test_console_script_runs() -> None:
+    """The installed entry point, as the README uses it."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "mailtoaster", "verify", *SAMPLE_ARGS, "--dns-zone", str(ZONE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("SPF check:          pass\nSender-ID check:    pass\n")
