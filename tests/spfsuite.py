@@ -8,6 +8,7 @@ format each become a list of :class:`SuiteCase`, with the zone data turned into 
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ import yaml
 
 from mailtoaster.dns import MX, Rdata, RRType, StaticResolver
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+TESTDATA = Path(
+    os.environ.get("MAILTOASTER_TESTDATA") or Path(__file__).resolve().parents[2] / "shared" / "testdata"
+)
+"""The external suites: ``../shared/testdata`` beside the repository unless the environment says."""
 
 
 @dataclass(frozen=True)
