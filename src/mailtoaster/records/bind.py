@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mailtoaster.dns.types import MX
-from mailtoaster.records.model import DnsRecord
+from mailtoaster.records.model import DnsRecord, format_records
 
 MAX_CHARACTER_STRING = 255
 """A TXT character-string holds at most 255 octets (RFC 1035 §3.3); longer text is split."""
@@ -56,9 +56,4 @@ def bind_line(record: DnsRecord) -> str:
 
 def format_bind(records: Iterable[DnsRecord], title: str = "") -> str:
     """Master-file text: an optional ``title`` comment, then each record after its purpose comment."""
-    lines = [f"; {title}"] if title else []
-    for record in records:
-        if record.purpose:
-            lines.append(f"; {record.purpose}")
-        lines.append(bind_line(record))
-    return "\n".join(lines) + "\n"
+    return format_records(records, bind_line, ";", title)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
 
@@ -270,3 +270,16 @@ def _address_records(plan: DomainPlan) -> list[DnsRecord]:
         )
         for ip in plan.ips
     ]
+
+
+def format_records(
+    records: Iterable[DnsRecord], line: Callable[[DnsRecord], str], comment: str, title: str = ""
+) -> str:
+    """One line per record, each after a comment giving its purpose (``comment`` is the format's
+    comment marker), under an optional ``title`` comment: the layout both writers share."""
+    lines = [f"{comment} {title}"] if title else []
+    for record in records:
+        if record.purpose:
+            lines.append(f"{comment} {record.purpose}")
+        lines.append(line(record))
+    return "\n".join(lines) + "\n"

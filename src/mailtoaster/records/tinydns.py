@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mailtoaster.dns.types import MX, RRType
-from mailtoaster.records.model import DnsRecord
+from mailtoaster.records.model import DnsRecord, format_records
 
 AAAA_TYPE_CODE = 28
 
@@ -48,9 +48,4 @@ def tinydns_line(record: DnsRecord) -> str:
 
 def format_tinydns(records: Iterable[DnsRecord], title: str = "") -> str:
     """Lines for tinydns' ``data`` file, each after a ``#`` comment giving its purpose."""
-    lines = [f"# {title}"] if title else []
-    for record in records:
-        if record.purpose:
-            lines.append(f"# {record.purpose}")
-        lines.append(tinydns_line(record))
-    return "\n".join(lines) + "\n"
+    return format_records(records, tinydns_line, "#", title)
