@@ -61,8 +61,13 @@ def test_included_sender_passes(capsys: pytest.CaptureFixture[str]) -> None:
         capsys, str(SAMPLE), "--ip", "203.0.113.77", "--helo", "x", "--dns-zone", str(ZONE), "--json"
     )
     assert code == 0
-    assert json.loads(out)["spf"]["result"] == "pass"
-    assert json.loads(out)["spf"]["mechanism"] == "include:emailcenterpro.com"
+    spf = json.loads(out)["spf"]
+    assert spf["result"] == "pass"
+    assert spf["mechanism"] == "include:emailcenterpro.com"
+    assert spf["records_used"][1] == {
+        "domain": "emailcenterpro.com",
+        "record": "v=spf1 ip4:203.0.113.0/24 -all",
+    }
 
 
 def test_null_sender_checks_helo(capsys: pytest.CaptureFixture[str]) -> None:

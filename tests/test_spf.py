@@ -18,7 +18,7 @@ from mailtoaster.auth.spf import (
     received_spf,
 )
 from mailtoaster.auth.spf.macro import MacroContext, MacroSyntaxError, expand, parse_domain_spec
-from mailtoaster.dns import RRType, StaticResolver
+from mailtoaster.dns import RecordingResolver, RRType, StaticResolver
 
 RFC_CONTEXT = MacroContext(
     sender="strong-bad@email.example.com",
@@ -201,3 +201,30 @@ async def test_default_explanation_is_expanded() -> None:
         outcome.explanation
         == "See https://www.open-spf.org/Why?s=me@example.com;i=192.0.2.1;r=mx.example.org"
     )
+
+
+async def test_records_used_follow_include_and_redirect() -> None:
+    resolver = _resolver(
+        {
+            "example.com": "v=spf1 include:a.example.net redirect=b.example.net",
+            "a.example.net": "v=spf1 ip4:198.51.100.0/24 -all",
+            "b.example.net": "v=spf1 ip4:192.0.2.0/24 -all",
+        }
+    )
+    outcome = await check_spf(resolver, ipaddress.ip_address("192.0.2.1"), "me@example.com", "h")
+    assert outcome.result is SpfResult.PASS
+    assert outcome.record == "v=spf1 include:a.example.net redirect=b.example.net"
+    assert outcome.records_used == (
+        ("example.com", "v=spf1 include:a.example.net redirect=b.example.net"),
+        ("a.example.net", "v=spf1 ip4:198.51.100.0/24 -all"),
+        ("b.example.net", "v=spf1 ip4:192.0.2.0/24 -all"),
+    )
+    assert outcome.dns_lookups == 2
+
+
+async def test_address_literal_is_not_a_domain() -> None:
+    """RFC 7208 §4.3: a HELO address literal is not a domain name: result none, no query made."""
+    resolver = RecordingResolver(_resolver({}))
+    outcome = await check_spf(resolver, ipaddress.ip_address("192.0.2.1"), "", "[192.0.2.1]")
+    assert outcome.result is SpfResult.NONE
+    assert resolver.log.questions == []

@@ -88,6 +88,7 @@ def _spf_rows(outcome: SpfOutcome) -> list[tuple[str, object]]:
         ("domain", outcome.domain),
         ("client", outcome.ip),
         ("record", outcome.record),
+        *[("via", f"{domain}: {record}") for domain, record in outcome.records_used[1:]],
         ("matched", outcome.mechanism),
         ("explanation", outcome.explanation),
         ("reason", outcome.reason),
@@ -136,6 +137,7 @@ def _spf_json(outcome: SpfOutcome) -> dict[str, Any]:
         "reason": outcome.reason,
         "dns_lookups": outcome.dns_lookups,
         "void_lookups": outcome.void_lookups,
+        "records_used": [{"domain": domain, "record": record} for domain, record in outcome.records_used],
     }
 
 

@@ -123,6 +123,9 @@ class SpfOutcome:
     """Why, in a sentence: the matched term, or the error."""
     dns_lookups: int = 0
     void_lookups: int = 0
+    records_used: tuple[tuple[str, str], ...] = ()
+    """(domain, record) for every SPF record the evaluation read, in order: the top one first, then
+    those reached through include and redirect."""
 
 
 class _Evaluation:
@@ -138,6 +141,7 @@ class _Evaluation:
         self.dns_lookups = 0
         self.void_lookups = 0
         self.include_chain: list[str] = []
+        self.records_used: list[tuple[str, str]] = []
         self._validated_names: dict[str, str] = {}
 
     # --- DNS helpers -------------------------------------------------------------------------
@@ -220,6 +224,7 @@ class _Evaluation:
             raise _Abort(SpfResult.PERMERROR, f"{domain}: {choice.problem}")
         if choice.text is None:
             return None, f"no SPF record at {domain}"
+        self.records_used.append((domain, choice.text))
         try:
             return parse_record(choice.text, choice.prefix_length), ""
         except SpfSyntaxError as exc:
@@ -357,9 +362,10 @@ def _pick_name(names: list[str], domain: str) -> str:
 
 
 def valid_domain(domain: str) -> bool:
-    """§4.3: a multi-label name with labels of 1 to 63 octets and at most 253 octets in all."""
+    """§4.3: a multi-label name with labels of 1 to 63 octets and at most 253 octets in all (an
+    address literal such as ``[192.0.2.1]`` is not a domain)."""
     name = domain[:-1] if domain.endswith(".") else domain
-    if not name or len(name) > 253 or "." not in name:
+    if not name or len(name) > 253 or "." not in name or name.startswith("["):
         return False
     return all(0 < len(label) <= 63 for label in name.split("."))
 
@@ -378,15 +384,13 @@ async def check_host(
     options = options or SpfOptions()
     ip = _unmap(ip)
     evaluation = _Evaluation(resolver, ip, sender, helo, options)
-    record_text: str | None = None
     try:
         result, reason, term, explanation = await evaluation.check_host(domain)
     except _Abort as abort:
         result, reason, term, explanation = abort.result, abort.reason, None, None
     except MacroSyntaxError as exc:
         result, reason, term, explanation = SpfResult.PERMERROR, str(exc), None, None
-    if result is not SpfResult.NONE or term is not None:
-        record_text = await _top_record_text(resolver, domain, options)
+    top = evaluation.records_used[0] if evaluation.records_used else None
     return SpfOutcome(
         result=result,
         domain=domain,
@@ -394,21 +398,14 @@ async def check_host(
         ip=ip,
         helo=helo,
         identity=identity,
-        record=record_text,
+        record=top[1] if top and top[0] == domain else None,
         mechanism=term,
         explanation=explanation,
         reason=reason,
         dns_lookups=evaluation.dns_lookups,
         void_lookups=evaluation.void_lookups,
+        records_used=tuple(evaluation.records_used),
     )
-
-
-async def _top_record_text(resolver: Resolver, domain: str, options: SpfOptions) -> str | None:
-    """The record at the starting domain, for the report (a cached lookup in practice)."""
-    if not valid_domain(domain):
-        return None
-    answer = await resolver.lookup(domain, RRType.TXT)
-    return options.record_selector(answer.texts()).text
 
 
 def _unmap(ip: IPAddress) -> IPAddress:
