@@ -168,11 +168,11 @@ MAIL_AUTH_DIFFERENCES = {
     ),
     "exists-Exists-1": (
         "fail",
-        "RFC 7208 5.7: exists looks up A records only, even for IPv6; the name has only AAAA records",
+        "RFC 7208 5.7: exists looks up A only; the name has only AAAA (RFC 7208 suite: exists-ip6only)",
     ),
     "macro-Macro expansion 2-1": (
         "fail",
-        "the exists target has only an AAAA record; RFC 7208 5.7 looks up A only",
+        "the exists target has only AAAA; RFC 7208 5.7 looks up A only (RFC 7208 suite: exists-ip6only)",
     ),
     "ip-IPv6 match-3": (
         "fail",
