@@ -117,6 +117,7 @@ def test_keygen_bad_sizes(
         ("sample.com", "../../x", "invalid selector"),
         ("bad_domain.com", "s1", "invalid domain"),
         ("sample.com", "a/b", "invalid selector"),
+        ("sample.com", "s1\n.x", "invalid selector"),
     ],
 )
 def test_keygen_bad_names(

@@ -78,6 +78,8 @@ def test_valid_domains_are_normalised(name: str) -> None:
         "é.example.com",
         "a" * 64 + ".com",
         ("a" * 60 + ".") * 5 + "com",
+        "example\n.com",
+        "sub\n.example.com",
     ],
 )
 def test_invalid_domains_are_refused(name: str) -> None:
@@ -85,7 +87,7 @@ def test_invalid_domains_are_refused(name: str) -> None:
         validate_domain(name)
 
 
-@pytest.mark.parametrize("name", ["..", ".", "a/b", "../x", "x/", "", "sel_1", "-x", "x\x00"])
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "../x", "x/", "", "sel_1", "-x", "x\x00", "s1\n.x"])
 def test_invalid_selectors_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="invalid selector"):
         validate_selector(name)

@@ -167,6 +167,8 @@ def test_dmarc_policy_and_reports() -> None:
         ({"includes": ["bad..name"]}, "invalid include domain"),
         ({"dmarc_rua": "no-at-sign"}, "invalid report address"),
         ({"dmarc_rua": "a,b@example.com"}, "invalid report address"),
+        ({"dmarc_rua": "a\n@example.com"}, "invalid report address"),
+        ({"includes": ["_spf\n.example.net"]}, "invalid include domain"),
         ({"mx_host": "mail"}, "invalid mail host"),
         ({"ttl": -1}, "invalid TTL"),
         ({"ttl": 2**31}, "invalid TTL"),

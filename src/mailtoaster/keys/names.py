@@ -32,7 +32,7 @@ def check_dns_name(name: str, what: str, *, allow_underscore: bool = False, min_
     labels = lowered.split(".")
     pattern = _SERVICE_LABEL if allow_underscore else _LDH_LABEL
     for label in labels:
-        if not pattern.match(label):
+        if not pattern.fullmatch(label):
             raise ValueError(f"invalid {what} {name!r}: {_label_problem(label)}")
     if len(labels) < min_labels:
         raise ValueError(f"invalid {what} {name!r}: needs at least {min_labels} labels (like example.com)")

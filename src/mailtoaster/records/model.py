@@ -160,7 +160,7 @@ def validate_ttl(ttl: int) -> int:
 def validate_mailbox(address: str) -> str:
     """An address for ``rua=mailto:``: ``local@domain`` with no characters DMARC URIs must escape."""
     local, at, domain = address.rpartition("@")
-    if not at or not _MAILBOX_LOCAL.match(local):
+    if not at or not _MAILBOX_LOCAL.fullmatch(local):
         raise ValueError(f"invalid report address {address!r}: expected local-part@domain")
     return f"{local}@{check_dns_name(domain, 'report address domain', min_labels=2)}"
 
