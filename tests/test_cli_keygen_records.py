@@ -128,6 +128,14 @@ def test_keygen_bad_names(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_keygen_unusable_keys_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys_dir = str(tmp_path / ("x" * 300))
+    result = run(
+        capsys, "keygen", "sample.com", "--selector", "s1", "--keys-dir", keys_dir, "--type", "ed25519"
+    )
+    assert_usage_error(*result, "File name too long")
+
+
 def test_dns_records_classic_tinydns_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(
         capsys,

@@ -189,6 +189,12 @@ def test_create_key_checks_names_before_generating(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_unusable_store_path_is_a_key_store_error(tmp_path: Path) -> None:
+    """An OS error while checking for an existing key (here: a name too long for the file system)."""
+    with pytest.raises(KeyStoreError, match="File name too long"):
+        create_key(tmp_path / ("x" * 300), "example.com", "s1", key_type=KeyType.ED25519)
+
+
 # --- loading and listing -----------------------------------------------------------------------------
 
 

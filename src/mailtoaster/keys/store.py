@@ -140,8 +140,8 @@ def write_key(
     """
     path = key_path(keys_dir, domain, selector)
     _prepare_domain_dir(path.parent)
-    if path.exists() and not force:
-        raise KeyExistsError(f"key {path} already exists (use --force to replace it)")
+    if not force:
+        _refuse_existing(path)
     if path.is_dir():
         raise KeyStoreError(f"cannot write key {path}: it is a directory")
     temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
@@ -158,6 +158,16 @@ def write_key(
     finally:
         temporary.unlink(missing_ok=True)
     return StoredKey(path.parent.name, path.name, path, key)
+
+
+def _refuse_existing(path: Path) -> None:
+    """KeyExistsError if ``path`` exists; KeyStoreError if the file system cannot say."""
+    try:
+        exists = path.exists()
+    except OSError as exc:
+        raise KeyStoreError(f"cannot check for key {path}: {exc.strerror or exc}") from exc
+    if exists:
+        raise KeyExistsError(f"key {path} already exists (use --force to replace it)")
 
 
 def _prepare_domain_dir(directory: Path) -> None:
@@ -192,8 +202,8 @@ def create_key(
 ) -> StoredKey:
     """Generate a key and store it; names and size are checked before the (slow) generation."""
     path = key_path(keys_dir, domain, selector)
-    if path.exists() and not force:
-        raise KeyExistsError(f"key {path} already exists (use --force to replace it)")
+    if not force:
+        _refuse_existing(path)
     key = generate_private_key(key_type, bits)
     return write_key(keys_dir, domain, selector, key, force=force)
 
