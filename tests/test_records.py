@@ -164,6 +164,7 @@ def test_dmarc_policy_and_reports() -> None:
     [
         ({"ips": ["192.0.2.300"]}, "invalid IP address"),
         ({"ips": ["192.0.2.0/24"]}, "invalid IP address"),
+        ({"ips": ["fe80::25%eth0"]}, "invalid IP address"),
         ({"includes": ["bad..name"]}, "invalid include domain"),
         ({"dmarc_rua": "no-at-sign"}, "invalid report address"),
         ({"dmarc_rua": "a,b@example.com"}, "invalid report address"),

@@ -144,11 +144,16 @@ def _unique(items: Iterable[_T]) -> tuple[_T, ...]:
 def parse_ip(value: str | IPAddress) -> IPAddress:
     """One IPv4 or IPv6 address (not a network: these are the mail server's own addresses)."""
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        return value
-    try:
-        return ipaddress.ip_address(value.strip())
-    except ValueError:
-        raise ValueError(f"invalid IP address {value!r}") from None
+        address = value
+    else:
+        try:
+            address = ipaddress.ip_address(value.strip())
+        except ValueError:
+            raise ValueError(f"invalid IP address {value!r}") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        # "fe80::1%eth0" names an interface of this host; it cannot go in SPF or an AAAA record.
+        raise ValueError(f"invalid IP address {value!r}: a scoped address cannot be published")
+    return address
 
 
 def validate_ttl(ttl: int) -> int:
