@@ -38,6 +38,21 @@ def rsa_key() -> rsa.RSAPrivateKey:
     return key
 
 
+RSA_512_PEM = b"""\
+-----BEGIN PRIVATE KEY-----
+MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEA4Y1nv4ScV9CBALBc
+CdbddYcfLlZKrE4UqcYAFTjXE2coV0ZdZVrx1a8vK7nEcf7XSES4YKLcScgykAS4
+s1rjiQIDAQABAkEAkeZfexJz85XrLJ/oGXFEtdafA+FL0mN7mEp9GT04WtKD9Fra
+dJBECahKeyOC1wzGo7h+f0rfvrWHH6py9obGkQIhAPCwmqkaifv82KKh4hD/xUzY
+ft4SDicI2Z19Wzns8TAtAiEA7+ZNUGD/ihxG04iCENmUetwWu/avVSM85MPPlvwG
+vk0CIDx+puDJ4tSLAIgf2AodvyFJaNm4AAafmtKSp1Mv0o8hAiEA03nFNdIL8gez
+N83iOlBTX2qcb92p+fcyOseSO5q3pxECIC6CxfAKxezx2gOgVixgcr8PWaB2kvE3
+zl/vJSfDFK93
+-----END PRIVATE KEY-----
+"""
+"""A 512-bit RSA key (cryptography refuses to generate one), as older tools wrote them."""
+
+
 def record_tags(text: str) -> dict[str, str]:
     """Parse a tag=value list (RFC 6376 §3.2) independently of the code under test."""
     tags = {}
@@ -181,6 +196,14 @@ def test_no_overwrite_without_force(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) 
     assert replaced.key_type is KeyType.ED25519
     assert mode(replaced.path) == 0o600
     assert load_key(tmp_path, "example.com", "s1").key_type is KeyType.ED25519
+
+
+def test_write_refuses_rsa_shorter_than_1024(tmp_path: Path) -> None:
+    small = serialization.load_pem_private_key(RSA_512_PEM, password=None)
+    assert isinstance(small, rsa.RSAPrivateKey) and small.key_size == 512
+    with pytest.raises(ValueError, match="RFC 8301"):
+        write_key(tmp_path, "example.com", "old", small)
+    assert not (tmp_path / "example.com" / "old").exists()
 
 
 def test_create_key_checks_names_before_generating(tmp_path: Path) -> None:

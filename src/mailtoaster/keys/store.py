@@ -91,13 +91,17 @@ def key_type_of(key: PrivateKey | PublicKey) -> KeyType:
     return KeyType.ED25519
 
 
-def check_rsa_bits(bits: int) -> None:
-    """Raise ValueError unless ``bits`` is a size worth generating."""
+def _refuse_short_rsa(bits: int) -> None:
     if bits < MIN_RSA_BITS:
         raise ValueError(
             f"RSA keys shorter than {MIN_RSA_BITS} bits are refused: RFC 8301 forbids signing with them "
             f"and verifiers must treat their signatures as invalid (use {DEFAULT_RSA_BITS})"
         )
+
+
+def check_rsa_bits(bits: int) -> None:
+    """Raise ValueError unless ``bits`` is a size worth generating."""
+    _refuse_short_rsa(bits)
     if bits > MAX_RSA_BITS:
         raise ValueError(f"RSA keys longer than {MAX_RSA_BITS} bits are refused (use {DEFAULT_RSA_BITS})")
     if bits % RSA_BITS_STEP:
@@ -136,9 +140,12 @@ def write_key(
 
     The file is written under a temporary name and then linked (or, with ``force``, renamed) into
     place, so a crash never leaves a half-written key and an existing key is never replaced unless
-    ``force`` is given (:class:`KeyExistsError` otherwise).
+    ``force`` is given (:class:`KeyExistsError` otherwise). RSA keys under 1024 bits are refused
+    (ValueError), as :func:`generate_private_key` refuses to make them.
     """
     path = key_path(keys_dir, domain, selector)
+    if isinstance(key, rsa.RSAPrivateKey):
+        _refuse_short_rsa(key.key_size)  # a key made elsewhere (cryptography makes none this short)
     _prepare_domain_dir(path.parent)
     if not force:
         _refuse_existing(path)
