@@ -159,6 +159,13 @@ def test_dmarc_policy_and_reports() -> None:
     assert dmarc_text(plan) == "v=DMARC1; p=reject; rua=mailto:Dmarc+x@reports.example.net"
 
 
+def test_dmarc_report_address_is_percent_encoded_in_the_uri() -> None:
+    """RFC 6068 §2: a "%" of the address must be written %25 in a mailto: URI."""
+    plan = make_plan("sample.com", dmarc_rua="ops%dept@reports.example.net")
+    assert plan.dmarc_rua == "ops%dept@reports.example.net"
+    assert dmarc_text(plan) == "v=DMARC1; p=quarantine; rua=mailto:ops%25dept@reports.example.net"
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -200,7 +200,8 @@ def dmarc_text(plan: DomainPlan) -> str:
     """``v=DMARC1; p=<policy>[; rua=mailto:<addr>]`` (RFC 7489 §6.3)."""
     tags = ["v=DMARC1", f"p={plan.dmarc_policy}"]
     if plan.dmarc_rua:
-        tags.append(f"rua=mailto:{plan.dmarc_rua}")
+        # RFC 6068 §2: "%" is the only character the accepted addresses hold that a mailto: URI escapes.
+        tags.append(f"rua=mailto:{plan.dmarc_rua.replace('%', '%25')}")
     return "; ".join(tags)
 
 
