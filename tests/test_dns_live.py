@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import math
 import socket
 import time
 from pathlib import Path
@@ -468,6 +469,13 @@ def test_invalid_arguments() -> None:
         LiveResolver([("127.0.0.1", 53)], timeout=0)
 
 
+@pytest.mark.parametrize("timeout", [math.nan, math.inf])
+def test_timeout_must_be_a_finite_bound(timeout: float) -> None:
+    """NaN is no bound at all, and infinity lets a lookup of a silent server run for ever."""
+    with pytest.raises(ValueError, match="positive"):
+        LiveResolver([("127.0.0.1", 53)], timeout=timeout)
+
+
 async def test_ipv6_server() -> None:
     try:
         server = DnsTestServer(ZONE, host="::1").start()
@@ -502,6 +510,12 @@ async def test_cli_nameserver_option(server: DnsTestServer) -> None:
 def test_cli_bad_nameserver() -> None:
     with pytest.raises(CliError, match="not a host name"):
         resolver_from_args(parse_cli("--nameserver", "dns.google"))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_cli_bad_dns_timeout(value: str) -> None:
+    with pytest.raises(CliError, match="--dns-timeout"):
+        resolver_from_args(parse_cli("--nameserver", "127.0.0.1", "--dns-timeout", value))
 
 
 async def test_cli_zone_option(tmp_path: Path) -> None:

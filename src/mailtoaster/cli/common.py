@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -51,8 +52,8 @@ def resolver_from_args(args: argparse.Namespace) -> Resolver:
             servers = [parse_nameserver(text) for text in args.nameserver]
         except ValueError as exc:
             raise CliError(str(exc)) from exc
-    if args.dns_timeout <= 0:
-        raise CliError("--dns-timeout must be a positive number of seconds")
+    if not 0 < args.dns_timeout < math.inf:  # NaN fails this too
+        raise CliError("--dns-timeout must be a positive, finite number of seconds")
     try:
         return LiveResolver(servers, timeout=args.dns_timeout)
     except ResolverConfigError as exc:

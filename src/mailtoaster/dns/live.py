@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -148,8 +149,8 @@ class LiveResolver:
         clock: Callable[[], float] = time.monotonic,
         resolv_conf: str = DEFAULT_RESOLV_CONF,
     ) -> None:
-        if not timeout > 0:
-            raise ValueError("DNS timeout must be a positive number of seconds")
+        if not 0 < timeout < math.inf:  # NaN fails this too
+            raise ValueError("DNS timeout must be a positive, finite number of seconds")
         self.timeout = timeout
         self.cache = AnswerCache(cache_size, clock)
         self._resolver = _make_resolver(nameservers, timeout, resolv_conf)
