@@ -131,6 +131,12 @@ def test_spf_lists_addresses_without_mx_by_default() -> None:
     assert spf_text(plan) == "v=spf1 ip4:69.36.226.12 ip6:2001:db8::25 ~all"
 
 
+def test_spf_lists_ip4_before_ip6_whatever_the_order_given() -> None:
+    """docs/keys-and-records.md: the order is mx, ip4:, ip6:, include:, then all."""
+    plan = make_plan("sample.com", ips=["2001:db8::25", "192.0.2.25", "2001:db8::26", "192.0.2.26"])
+    assert spf_text(plan) == "v=spf1 ip4:192.0.2.25 ip4:192.0.2.26 ip6:2001:db8::25 ip6:2001:db8::26 ~all"
+
+
 def test_spf_uses_mx_when_no_address_is_known() -> None:
     assert spf_text(make_plan("sample.com")) == "v=spf1 mx ~all"
     assert spf_text(make_plan("sample.com", ips=["192.0.2.1"], spf_mx=True)) == "v=spf1 mx ip4:192.0.2.1 ~all"

@@ -180,7 +180,7 @@ def spf_mechanisms(plan: DomainPlan) -> list[str]:
     """
     use_mx = plan.spf_mx if plan.spf_mx is not None else not plan.ips
     mechanisms = ["mx"] if use_mx else []
-    for ip in plan.ips:
+    for ip in sorted(plan.ips, key=lambda ip: ip.version):  # ip4: before ip6:, each in the order given
         mechanisms.append(f"ip{ip.version}:{ip}")
     mechanisms.extend(f"include:{name}" for name in plan.includes)
     return mechanisms
