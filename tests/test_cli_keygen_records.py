@@ -239,6 +239,27 @@ def test_dns_records_broken_key_is_a_usage_error(tmp_path: Path, capsys: pytest.
     assert_usage_error(*run(capsys, "dns", "records", "sample.com", "--keys-dir", str(tmp_path)), "s1")
 
 
+@pytest.mark.parametrize(
+    ("argv", "prog", "fragment"),
+    [
+        (["keygen", "sample.com"], "keygen", "--selector"),
+        (["keygen", "sample.com", "--selector", "s1", "--type", "dsa"], "keygen", "invalid choice"),
+        (["dns", "records", "sample.com", "--format", "xml"], "dns records", "invalid choice"),
+        (["dns", "records"], "dns records", "DOMAIN"),
+        (["dns"], "dns", "SUBCOMMAND"),
+    ],
+)
+def test_argument_errors_are_one_line_too(
+    capsys: pytest.CaptureFixture[str], argv: list[str], prog: str, fragment: str
+) -> None:
+    """README: every command prints a one-line message and exits with status 2 on bad input."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert_usage_error(int(exc.value.code or 0), out, err, fragment)
+    assert err.startswith(f"mailtoaster {prog}: error: ")
+
+
 def test_dns_needs_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["dns"])

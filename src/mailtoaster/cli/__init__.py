@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from mailtoaster import __version__
 from mailtoaster.cli import dns_records, keygen, verify
@@ -20,8 +21,18 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE from sysexits.h
 SUBCOMMANDS = (verify, keygen, dns_records)
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line and exit 2, not the usage text first.
+
+    Subcommand parsers are made with the class of their parent, so all of them behave alike.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="mailtoaster",
         description="A complete mail server for a small organisation.",
     )
