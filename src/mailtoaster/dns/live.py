@@ -20,18 +20,12 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.nameserver
-import dns.rdata
 import dns.rdatatype
-import dns.rdtypes.ANY.CNAME
-import dns.rdtypes.ANY.MX
-import dns.rdtypes.ANY.PTR
-import dns.rdtypes.IN.A
-import dns.rdtypes.IN.AAAA
-import dns.rdtypes.txtbase
 import dns.resolver
 
 from mailtoaster.dns.cache import AnswerCache, CacheKey
-from mailtoaster.dns.types import MX, Answer, DnsStatus, Rdata, RRType
+from mailtoaster.dns.types import Answer, DnsStatus, RRType
+from mailtoaster.dns.zone import convert_rdata
 
 DEFAULT_PORT = 53
 DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
@@ -235,25 +229,9 @@ def _from_dnspython(name: str, rrtype: RRType, result: dns.resolver.Answer) -> t
     if result.rrset is None:
         ttl = min([_negative_ttl([result.response]), *(rrset.ttl for rrset in chain.cnames)])
         return Answer(name, rrtype, DnsStatus.NODATA, ttl=ttl), ttl
-    records = tuple(_convert_rdata(rdata) for rdata in result.rrset)
+    records = tuple(convert_rdata(rdata) for rdata in result.rrset)
     ttl = chain.minimum_ttl
     return Answer(name, rrtype, DnsStatus.NOERROR, records, ttl), min(ttl, MAX_POSITIVE_TTL)
-
-
-def _convert_rdata(rdata: dns.rdata.Rdata) -> Rdata:
-    if isinstance(rdata, dns.rdtypes.IN.A.A | dns.rdtypes.IN.AAAA.AAAA):
-        return ipaddress.ip_address(rdata.address)
-    if isinstance(rdata, dns.rdtypes.ANY.MX.MX):
-        return MX(rdata.preference, _host_text(rdata.exchange))
-    if isinstance(rdata, dns.rdtypes.txtbase.TXTBase):
-        return tuple(rdata.strings)
-    if isinstance(rdata, dns.rdtypes.ANY.PTR.PTR | dns.rdtypes.ANY.CNAME.CNAME):
-        return _host_text(rdata.target)
-    raise TypeError(f"unexpected {dns.rdatatype.to_text(rdata.rdtype)} record")  # not reachable: we ask
-
-
-def _host_text(name: dns.name.Name) -> str:
-    return "" if name == dns.name.root else name.to_text(omit_final_dot=True)
 
 
 def _negative_ttl(responses: Iterable[dns.message.Message]) -> int:

@@ -16,6 +16,12 @@ import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.CNAME
+import dns.rdtypes.ANY.MX
+import dns.rdtypes.ANY.PTR
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
+import dns.rdtypes.txtbase
 import dns.zone
 
 from mailtoaster.dns.static import StaticResolver
@@ -29,21 +35,22 @@ class ZoneFileError(ValueError):
 _SUPPORTED = {t.value for t in RRType}
 
 
+def convert_rdata(rdata: dns.rdata.Rdata) -> Rdata:
+    """One dnspython record in mailtoaster's plain shape (the zone file's and the live resolver's)."""
+    if isinstance(rdata, dns.rdtypes.IN.A.A | dns.rdtypes.IN.AAAA.AAAA):
+        return ipaddress.ip_address(rdata.address)
+    if isinstance(rdata, dns.rdtypes.ANY.MX.MX):
+        return MX(rdata.preference, _host_text(rdata.exchange))
+    if isinstance(rdata, dns.rdtypes.txtbase.TXTBase):
+        return tuple(rdata.strings)
+    if isinstance(rdata, dns.rdtypes.ANY.PTR.PTR | dns.rdtypes.ANY.CNAME.CNAME):
+        return _host_text(rdata.target)
+    raise TypeError(f"unexpected {dns.rdatatype.to_text(rdata.rdtype)} record")  # only RRType types get here
+
+
 def _host_text(name: dns.name.Name) -> str:
     """A host name without the trailing dot; the root (a null MX's ``.``) is ``""``."""
-    return "" if name == dns.name.root else str(name.to_text(omit_final_dot=True))
-
-
-def _to_rdata(rrtype: RRType, rdata: dns.rdata.Rdata) -> Rdata:
-    text_name = getattr(rdata, "target", None) or getattr(rdata, "exchange", None)
-    if rrtype in (RRType.A, RRType.AAAA):
-        return ipaddress.ip_address(rdata.address)  # type: ignore[attr-defined]
-    if rrtype is RRType.MX:
-        return MX(rdata.preference, _host_text(text_name))  # type: ignore[attr-defined, arg-type]
-    if rrtype in (RRType.TXT, RRType.SPF):
-        return tuple(rdata.strings)  # type: ignore[attr-defined]
-    assert isinstance(text_name, dns.name.Name)
-    return _host_text(text_name)
+    return "" if name == dns.name.root else name.to_text(omit_final_dot=True)
 
 
 class _AnyApexTransaction(dns.zone.Transaction):
@@ -111,7 +118,7 @@ def parse_zone_text(text: str, source: str = "<zone>") -> StaticResolver:
                 continue
             rrtype = RRType(type_text)
             for rdata in rdataset:
-                resolver.add(owner, rrtype, _to_rdata(rrtype, rdata))
+                resolver.add(owner, rrtype, convert_rdata(rdata))
     return resolver
 
 
