@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def resolver_from_args(args: argparse.Namespace) -> Resolver:
             return load_zone_file(args.dns_zone)
         except ZoneFileError as exc:
             raise CliError(str(exc)) from exc
-    from mailtoaster.dns.live import LiveResolver, ResolverConfigError, parse_nameserver
+    from mailtoaster.dns.live import LiveResolver, ResolverConfigError, check_timeout, parse_nameserver
 
     servers = None
     if args.nameserver:
@@ -52,8 +51,10 @@ def resolver_from_args(args: argparse.Namespace) -> Resolver:
             servers = [parse_nameserver(text) for text in args.nameserver]
         except ValueError as exc:
             raise CliError(str(exc)) from exc
-    if not 0 < args.dns_timeout < math.inf:  # NaN fails this too
-        raise CliError("--dns-timeout must be a positive, finite number of seconds")
+    try:
+        check_timeout(args.dns_timeout)
+    except ValueError as exc:
+        raise CliError(f"--dns-timeout {exc}") from exc
     try:
         return LiveResolver(servers, timeout=args.dns_timeout)
     except ResolverConfigError as exc:

@@ -43,9 +43,6 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
     def clear(self) -> None:
         self._entries.clear()
 

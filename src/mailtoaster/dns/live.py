@@ -9,6 +9,7 @@ cache is off, so there is one cache with one policy).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import math
 import time
@@ -41,6 +42,14 @@ EDNS_PAYLOAD = 1232
 """The DNS Flag Day 2020 UDP size: big enough for most TXT answers, small enough not to fragment."""
 _GRACE = 0.5
 """Slack on top of dnspython's own lifetime for the asyncio backstop timeout (see :meth:`_resolve`)."""
+
+
+def check_timeout(seconds: float) -> float:
+    """A usable time bound: positive and finite (NaN bounds nothing; infinity lets a lookup of a
+    silent server run for ever). ValueError otherwise."""
+    if not 0 < seconds < math.inf:  # NaN fails this too
+        raise ValueError("must be a positive, finite number of seconds")
+    return seconds
 
 
 class ResolverConfigError(Exception):
@@ -143,9 +152,10 @@ class LiveResolver:
         clock: Callable[[], float] = time.monotonic,
         resolv_conf: str = DEFAULT_RESOLV_CONF,
     ) -> None:
-        if not 0 < timeout < math.inf:  # NaN fails this too
-            raise ValueError("DNS timeout must be a positive, finite number of seconds")
-        self.timeout = timeout
+        try:
+            self.timeout = check_timeout(timeout)
+        except ValueError as exc:
+            raise ValueError(f"DNS timeout {exc}") from None
         self.cache = AnswerCache(cache_size, clock)
         self._resolver = _make_resolver(nameservers, timeout, resolv_conf)
 
@@ -169,7 +179,7 @@ class LiveResolver:
         key = cache_key(qname, rrtype)
         cached = self.cache.get(key)
         if cached is not None:
-            return cached if cached.name == name else _renamed(cached, name)
+            return cached if cached.name == name else dataclasses.replace(cached, name=name)
         answer, cache_ttl = await self._resolve(name, qname, rrtype)
         self.cache.put(key, answer, cache_ttl)
         return answer
@@ -242,11 +252,6 @@ def _negative_ttl(responses: Iterable[dns.message.Message]) -> int:
                 minimum: int = rrset[0].minimum
                 return min(rrset.ttl, minimum, MAX_NEGATIVE_TTL)
     return DEFAULT_NEGATIVE_TTL
-
-
-def _renamed(answer: Answer, name: str) -> Answer:
-    """A cached answer as it would have come back for this spelling of the name."""
-    return Answer(name, answer.rrtype, answer.status, answer.records, answer.ttl, answer.detail)
 
 
 def _servers_text(servers: Iterable[tuple[str, int]]) -> str:

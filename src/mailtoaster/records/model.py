@@ -61,13 +61,6 @@ class DnsRecord:
     purpose: str = field(default="", compare=False)
     """One line saying why the record exists; the writers print it as a comment."""
 
-    @property
-    def text(self) -> str:
-        """The data of a TXT record (TypeError for other types, which have structured data)."""
-        if not isinstance(self.data, str):
-            raise TypeError(f"{self.rrtype} record {self.name} has no text")
-        return self.data
-
 
 @dataclass(frozen=True)
 class DomainPlan:
