@@ -302,6 +302,20 @@ def test_list_keys_reports_a_broken_key(tmp_path: Path) -> None:
         list_keys(tmp_path, "example.com")
 
 
+def test_list_keys_skips_a_large_file_that_is_no_key(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    """A big file with a selector-like name (notes, a log) is not a key: skipped, not an error."""
+    write_key(tmp_path, "example.com", "s1", rsa_key)
+    (tmp_path / "example.com" / "notes").write_bytes(b"x" * 200_000)
+    assert [k.selector for k in list_keys(tmp_path, "example.com")] == ["s1"]
+
+
+def test_list_keys_refuses_an_oversized_key_file(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    (tmp_path / "example.com").mkdir()
+    (tmp_path / "example.com" / "s1").write_bytes(private_key_pem(rsa_key) + b"#" * 100_000)
+    with pytest.raises(KeyStoreError, match="too large"):
+        list_keys(tmp_path, "example.com")
+
+
 # --- public records ----------------------------------------------------------------------------------
 
 

@@ -219,11 +219,19 @@ def load_private_key(path: str | Path) -> PrivateKey:
     """Read an unencrypted PEM private key (PKCS#8, or the PKCS#1 ``BEGIN RSA PRIVATE KEY`` form older
     qmail tools wrote) and check it is RSA or Ed25519."""
     path = Path(path)
+    return _parse_private_key(_read_key_file(path), path)
+
+
+def _read_key_file(path: Path) -> bytes:
+    """At most one byte more than a key file may hold, so a caller can tell a file is too large."""
     try:
         with path.open("rb") as stream:
-            data = stream.read(_MAX_KEY_FILE_BYTES + 1)
+            return stream.read(_MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise KeyStoreError(f"cannot read key {path}: {exc.strerror or exc}") from exc
+
+
+def _parse_private_key(data: bytes, path: Path) -> PrivateKey:
     if len(data) > _MAX_KEY_FILE_BYTES:
         raise KeyStoreError(f"cannot read key {path}: file too large to be a private key")
     try:
@@ -258,25 +266,24 @@ def list_keys(keys_dir: str | Path, domain: str) -> list[StoredKey]:
         raise KeyStoreError(f"cannot list keys in {directory}: {exc.strerror or exc}") from exc
     keys = []
     for entry in entries:
-        if _is_key_candidate(entry):
-            selector = validate_selector(entry.name)
-            keys.append(StoredKey(directory.name, selector, entry, load_private_key(entry)))
+        selector = _key_selector(entry)
+        if selector is None:
+            continue
+        data = _read_key_file(entry)
+        if b"PRIVATE KEY-----" in data[:_MAX_KEY_FILE_BYTES]:
+            keys.append(StoredKey(directory.name, selector, entry, _parse_private_key(data, entry)))
     return keys
 
 
-def _is_key_candidate(entry: Path) -> bool:
+def _key_selector(entry: Path) -> str | None:
+    """The selector a file in a domain directory stands for, or None for what cannot be a key file
+    (dot files, directories, names that are not selectors such as ``public.txt~``)."""
     if entry.name.startswith(".") or not entry.is_file():
-        return False
+        return None
     try:
-        validate_selector(entry.name)
+        return validate_selector(entry.name)
     except ValueError:
-        return False
-    try:
-        with entry.open("rb") as stream:
-            head = stream.read(_MAX_KEY_FILE_BYTES)
-    except OSError as exc:
-        raise KeyStoreError(f"cannot read {entry}: {exc.strerror or exc}") from exc
-    return b"PRIVATE KEY-----" in head
+        return None
 
 
 def public_key_base64(public_key: PublicKey) -> str:
