@@ -209,6 +209,8 @@ def _granularity_matches(record: KeyRecord, signature: DkimSignature) -> bool:
         return True
     pattern = record.granularity
     local = signature.identity.rpartition("@")[0]
+    if not pattern:
+        return False  # "An empty g= value never matches any addresses."
     if "*" not in pattern:
         return local == pattern
     prefix, _, suffix = pattern.partition("*")
