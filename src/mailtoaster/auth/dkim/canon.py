@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import re
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 _UNFOLD = re.compile(rb"\r\n(?=[ \t])")
 _WSP_RUN = re.compile(rb"[ \t]+")
-_TRAILING_EMPTY_LINES = re.compile(rb"(\r\n)+\Z")
 
 SIMPLE = "simple"
 RELAXED = "relaxed"
@@ -20,7 +18,10 @@ ALGORITHMS = (SIMPLE, RELAXED)
 
 def to_crlf(data: bytes) -> bytes:
     """Bare LF becomes CRLF; existing CRLF is kept (so CRLF input is returned unchanged)."""
-    return _BARE_LF.sub(b"\r\n", data) if b"\n" in data else data
+    line_feeds = data.count(b"\n")
+    if line_feeds == 0 or line_feeds == data.count(b"\r\n"):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def header_simple(raw: bytes) -> bytes:
@@ -42,9 +43,7 @@ def header(raw: bytes, algorithm: str) -> bytes:
 
 def body_simple(body: bytes) -> bytes:
     """Trailing empty lines removed; an empty body is one CRLF (RFC 6376 §3.4.3)."""
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    stripped = _TRAILING_EMPTY_LINES.sub(b"", body)
+    stripped = _without_trailing_line_breaks(body)
     return stripped + b"\r\n" if stripped else b"\r\n"
 
 
@@ -53,12 +52,30 @@ def body_relaxed(body: bytes) -> bytes:
 
     An empty body stays empty (RFC 6376 erratum 1384: no CRLF is added).
     """
-    if body and not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    body = _WSP_RUN.sub(b" ", body)
-    body = body.replace(b" \r\n", b"\r\n")
-    stripped = _TRAILING_EMPTY_LINES.sub(b"", body)
+    body = _collapse_white_space(body).replace(b" \r\n", b"\r\n")
+    stripped = _without_trailing_line_breaks(body)
+    if stripped.endswith(b" "):  # the last line had no CRLF; its trailing white space goes too
+        stripped = stripped.rstrip(b" ")
+        stripped = _without_trailing_line_breaks(stripped)
     return stripped + b"\r\n" if stripped else b""
+
+
+def _collapse_white_space(data: bytes) -> bytes:
+    """Every run of spaces and tabs made one space. ``bytes.replace`` passes are several times faster
+    than a regular expression on large bodies; a run of n spaces needs about log2(n) passes."""
+    if b"\t" in data:
+        data = data.replace(b"\t", b" ")
+    while b"  " in data:
+        data = data.replace(b"  ", b" ")
+    return data
+
+
+def _without_trailing_line_breaks(body: bytes) -> bytes:
+    """``body`` without its final CRLFs, i.e. without its last line break and any empty lines after it."""
+    end = len(body)
+    while body.startswith(b"\r\n", end - 2) and end >= 2:
+        end -= 2
+    return body[:end]
 
 
 def body(data: bytes, algorithm: str) -> bytes:
