@@ -24,7 +24,6 @@ from mailtoaster.auth.domainkeys.signature import (
     NOFWS,
     QUERY_METHOD,
 )
-from mailtoaster.auth.domainkeys.verify import select_signed_fields
 from mailtoaster.keys.names import check_dns_name
 from mailtoaster.message import Message
 
@@ -91,7 +90,8 @@ def sign_domainkeys(
             "and d= must be that domain or a parent of it"
         )
     names = {name.lower() for name in (DEFAULT_SIGNED_HEADERS if headers is None else headers)}
-    signed = select_signed_fields(message.headers, sorted(names | {sender.header.lower()}))
+    names.add(sender.header.lower())
+    signed = [field for field in message.headers if field.name.lower() in names]
     data = signed_data(signed, message.body, canonicalization)
     signature = private_key.sign(data, padding.PKCS1v15(), hashes.SHA1())
     return _field(domain, selector, canonicalization, [f.name for f in signed], signature)
