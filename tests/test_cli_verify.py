@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import authres
 import pytest
 
 from mailtoaster.cli import main
@@ -26,18 +27,34 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+SUMMARY = [
+    "SPF check:          pass",
+    "Sender-ID check:    pass",
+    "DomainKeys check:   pass",
+    "DKIM check:         pass",
+    "ADSP check:         pass",
+]
+
+
 def test_sample_report(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, *SAMPLE_ARGS, "--dns-zone", str(ZONE))
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "SPF check:          pass"
-    assert lines[1] == "Sender-ID check:    pass"
+    assert lines[: len(SUMMARY)] == SUMMARY
     assert "  record:      v=spf1 ip4:69.36.226.12 include:emailcenterpro.com ~all" in lines
     assert "  PRA:     jsmith@sample.com (from the From header)" in lines
-    assert lines[-1] == (
+    assert (
+        "  signature 2: pass: d=sample.com s=ed2026 a=ed25519-sha256 Ed25519 key, signature verified" in lines
+    )
+    methods = [result.method for result in authres.AuthenticationResultsHeader.parse(lines[-1]).results]
+    assert methods == ["spf", "sender-id", "domainkeys", "dkim", "dkim", "dkim-adsp"]
+    assert lines[-1].startswith(
         "Authentication-Results: mx.test; spf=pass (domain of jsmith@sample.com designates 69.36.226.12 as "
         "permitted sender) smtp.helo=mail.sample.com smtp.mailfrom=jsmith@sample.com; "
-        "sender-id=pass header.from=jsmith@sample.com"
+        "sender-id=pass header.from=jsmith@sample.com; "
+        "domainkeys=pass (signature verified) header.d=sample.com header.from=jsmith@sample.com; "
+        "dkim=pass (2048-bit key; signature verified) header.d=sample.com header.i=@sample.com "
+        "header.a=rsa-sha256 header.s=default header.b="
     )
     assert lines[-2].startswith("Received-SPF: pass (mx.test: domain of jsmith@sample.com designates")
 

@@ -6,8 +6,11 @@ this server's authserv-id. Later protocols (DKIM, DMARC, ...) add their converte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import authres
 
+from mailtoaster.auth.dkim import DkimVerdict
 from mailtoaster.auth.senderid import SenderIdOutcome
 from mailtoaster.auth.spf import SpfOutcome, describe
 
@@ -43,6 +46,50 @@ def senderid_result(outcome: SenderIdOutcome) -> authres.SenderIDAuthenticationR
     if outcome.scope.value == "mfrom":
         result.properties.append(authres.AuthenticationResultProperty("smtp", "mailfrom", outcome.identity))
     return result
+
+
+def dkim_results(verdicts: Sequence[DkimVerdict]) -> list[authres.BaseAuthenticationResult]:
+    """One ``dkim=`` per signature (RFC 8601 §2.7.1), ``dkim=none`` for an unsigned message.
+
+    ``header.b`` (RFC 6008) tells apart two signatures with the same ``d=`` and ``s=``.
+    """
+    if not verdicts:
+        return [authres.DKIMAuthenticationResult(result="none")]
+    return [_dkim_result(verdict) for verdict in verdicts]
+
+
+def _dkim_result(verdict: DkimVerdict) -> authres.DKIMAuthenticationResult:
+    notes = [verdict.reason]
+    if verdict.key_bits:
+        notes.insert(0, key_description(verdict))
+    if verdict.testing:
+        notes.append("key in testing mode (t=y)")
+    if verdict.unsigned_body_octets:
+        notes.append(f"{verdict.unsigned_body_octets} body octets beyond l= are not signed")
+    result = authres.DKIMAuthenticationResult(
+        result=verdict.result.value,
+        result_comment=comment_text("; ".join(notes)),
+        header_d=verdict.domain or None,
+        header_i=verdict.identity or None,
+        header_s=verdict.selector or None,
+        header_a=verdict.algorithm or None,
+    )
+    if verdict.signature_prefix:
+        result.properties.append(
+            authres.AuthenticationResultProperty("header", "b", verdict.signature_prefix[:8])
+        )
+    return result
+
+
+def key_description(verdict: DkimVerdict) -> str:
+    """``2048-bit key`` for RSA; ``Ed25519 key`` (whose size is fixed, so bits say nothing)."""
+    return "Ed25519 key" if verdict.algorithm.startswith("ed25519") else f"{verdict.key_bits}-bit key"
+
+
+def comment_text(text: str) -> str:
+    """``text`` made safe inside an RFC 5322 comment: printable, one line, parentheses quoted."""
+    text = "".join(char if char.isprintable() else " " for char in text)
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
 def authentication_results(authserv_id: str, results: list[authres.BaseAuthenticationResult]) -> str:

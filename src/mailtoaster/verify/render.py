@@ -1,0 +1,233 @@
+"""The verify report as text (summary lines, then details per check) and as JSON.
+
+Each check has a rows function (for the text details) and a JSON function; both read the outcome
+objects only, so the reflector can render the same report.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mailtoaster.auth.adsp import AdspOutcome
+from mailtoaster.auth.dkim import DkimVerdict
+from mailtoaster.auth.domainkeys import DomainKeysOutcome
+from mailtoaster.auth.results import key_description
+from mailtoaster.auth.senderid import SenderIdOutcome
+from mailtoaster.auth.spf import SpfOutcome
+from mailtoaster.verify.report import VerifyReport
+
+SUMMARY_LABELS = {
+    "spf": "SPF check",
+    "senderid": "Sender-ID check",
+    "domainkeys": "DomainKeys check",
+    "dkim": "DKIM check",
+    "adsp": "ADSP check",
+}
+"""JSON key -> summary label, in report order."""
+
+SUMMARY_WIDTH = len("SpamAssassin check: ")
+"""Results start in this column, as in the classic reflector reports (whose longest label is that)."""
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def render_summary(report: VerifyReport) -> list[str]:
+    width = max(SUMMARY_WIDTH, *(len(label) + 2 for label in SUMMARY_LABELS.values()))
+    results = report.results()
+    return [f"{(label + ':').ljust(width)}{results[key]}" for key, label in SUMMARY_LABELS.items()]
+
+
+def _detail_block(title: str, rows: list[tuple[str, object]]) -> list[str]:
+    shown = [(name, value) for name, value in rows if value not in (None, "")]
+    width = max(len(name) for name, _ in shown) + 2
+    return [title, "-" * len(title)] + [f"  {(name + ':').ljust(width)}{value}" for name, value in shown]
+
+
+def _spf_rows(outcome: SpfOutcome) -> list[tuple[str, object]]:
+    return [
+        ("result", outcome.result.value),
+        ("identity", f"{outcome.identity} {outcome.sender}"),
+        ("domain", outcome.domain),
+        ("client", outcome.ip),
+        ("record", outcome.record),
+        *[("via", f"{domain}: {record}") for domain, record in outcome.records_used[1:]],
+        ("matched", outcome.mechanism),
+        ("explanation", outcome.explanation),
+        ("reason", outcome.reason),
+        ("DNS lookups", f"{outcome.dns_lookups} (void: {outcome.void_lookups})"),
+    ]
+
+
+def _senderid_rows(outcome: SenderIdOutcome) -> list[tuple[str, object]]:
+    pra = outcome.pra
+    source = f" (from the {pra.header} header)" if pra is not None and pra.ok else ""
+    rows: list[tuple[str, object]] = [
+        ("result", outcome.result.value),
+        ("scope", outcome.scope.value),
+        ("PRA", (outcome.identity + source) if outcome.identity else None),
+    ]
+    if outcome.spf is not None:
+        rows += [
+            ("record", outcome.spf.record),
+            ("matched", outcome.spf.mechanism),
+            ("explanation", outcome.spf.explanation),
+        ]
+    return [*rows, ("reason", outcome.reason)]
+
+
+def _domainkeys_rows(outcome: DomainKeysOutcome) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = [("result", f"{outcome.result.value} ({outcome.status.name})")]
+    for verdict in outcome.verdicts:
+        rows.append(("signature", f"d={verdict.domain} s={verdict.selector} c={verdict.canonicalization}: "
+                     f"{verdict.status.name}, {verdict.reason}"))  # fmt: skip
+    if not outcome.verdicts:
+        rows.append(("reason", outcome.reason))
+    if outcome.sending_address:
+        rows.append(("sender", f"{outcome.sending_address} (from the {outcome.sending_header} header)"))
+    if outcome.key_testing:
+        rows.append(("key", "testing (t=y)"))
+    policy = outcome.policy
+    if policy is not None and (policy.found or policy.error):
+        rows.append(("policy", f"{policy.domain}: {policy.record or policy.error}"))
+    if outcome.suspicious:
+        rows.append(("note", "the domain says it signs all mail, and no signature verified"))
+    return rows
+
+
+def _dkim_rows(verdicts: tuple[DkimVerdict, ...]) -> list[tuple[str, object]]:
+    if not verdicts:
+        return [("result", "none"), ("reason", "the message has no DKIM-Signature")]
+    rows: list[tuple[str, object]] = []
+    for number, verdict in enumerate(verdicts, start=1):
+        key = f" {key_description(verdict)}" if verdict.key_bits else ""
+        names = f"d={verdict.domain} s={verdict.selector} a={verdict.algorithm}{key}"
+        rows.append((f"signature {number}", f"{verdict.result.value}: {names}, {verdict.reason}"))
+        if verdict.testing:
+            rows.append(("", "the key is in testing mode (t=y)"))
+        if verdict.body_length is not None:
+            rows.append(
+                ("", f"l={verdict.body_length}: {verdict.unsigned_body_octets} body octets are not signed")
+            )
+    return rows
+
+
+def _adsp_rows(outcome: AdspOutcome) -> list[tuple[str, object]]:
+    return [
+        ("result", outcome.result.value),
+        ("author domain", outcome.domain),
+        ("record", outcome.record),
+        ("reason", outcome.reason),
+    ]
+
+
+def render_text(report: VerifyReport) -> str:
+    lines = render_summary(report)
+    for title, rows in (
+        ("SPF details", _spf_rows(report.spf)),
+        ("Sender-ID details", _senderid_rows(report.senderid)),
+        ("DomainKeys details", _domainkeys_rows(report.domainkeys)),
+        ("DKIM details", _dkim_rows(report.dkim)),
+        ("ADSP details", _adsp_rows(report.adsp)),
+    ):
+        lines += ["", *_detail_block(title, rows)]
+    if report.defects:
+        lines += ["", "Message defects", "---------------", *(f"  {d}" for d in report.defects)]
+    lines += ["", report.received_spf, report.authentication_results]
+    return "\n".join(lines) + "\n"
+
+
+def _spf_json(outcome: SpfOutcome) -> dict[str, Any]:
+    return {
+        "result": outcome.result.value,
+        "identity": outcome.identity,
+        "sender": outcome.sender,
+        "domain": outcome.domain,
+        "client_ip": str(outcome.ip),
+        "helo": outcome.helo,
+        "record": outcome.record,
+        "mechanism": outcome.mechanism,
+        "explanation": outcome.explanation,
+        "reason": outcome.reason,
+        "dns_lookups": outcome.dns_lookups,
+        "void_lookups": outcome.void_lookups,
+        "records_used": [{"domain": domain, "record": record} for domain, record in outcome.records_used],
+    }
+
+
+def _senderid_json(outcome: SenderIdOutcome) -> dict[str, Any]:
+    pra = outcome.pra
+    return {
+        "result": outcome.result.value,
+        "scope": outcome.scope.value,
+        "pra": outcome.identity or None,
+        "pra_header": pra.header if pra is not None else None,
+        "record": outcome.spf.record if outcome.spf else None,
+        "mechanism": outcome.spf.mechanism if outcome.spf else None,
+        "explanation": outcome.spf.explanation if outcome.spf else None,
+        "reason": outcome.reason,
+    }
+
+
+def _domainkeys_json(outcome: DomainKeysOutcome) -> dict[str, Any]:
+    policy = outcome.policy
+    return {
+        "result": outcome.result.value,
+        "status": outcome.status.name,
+        "letter": outcome.status.letter,
+        "reason": outcome.reason,
+        "sending_header": outcome.sending_header or None,
+        "sending_address": outcome.sending_address or None,
+        "key_testing": outcome.key_testing,
+        "suspicious": outcome.suspicious,
+        "policy": None if policy is None else {"domain": policy.domain, "record": policy.record or None,
+                                                "signs_all": policy.signs_all, "testing": policy.testing},
+        "signatures": [
+            {"status": v.status.name, "letter": v.status.letter, "result": v.result.value, "domain": v.domain,
+             "selector": v.selector, "canonicalization": v.canonicalization, "reason": v.reason}
+            for v in outcome.verdicts
+        ],
+    }  # fmt: skip
+
+
+def _dkim_json(verdict: DkimVerdict) -> dict[str, Any]:
+    return {
+        "result": verdict.result.value,
+        "domain": verdict.domain,
+        "selector": verdict.selector,
+        "algorithm": verdict.algorithm,
+        "reason": verdict.reason,
+        "identity": verdict.identity or None,
+        "canonicalization": verdict.canonicalization or None,
+        "key_bits": verdict.key_bits,
+        "testing": verdict.testing,
+        "body_length": verdict.body_length,
+        "unsigned_body_octets": verdict.unsigned_body_octets,
+        "signed_headers": list(verdict.signed_headers),
+        "timestamp": verdict.timestamp,
+        "expiration": verdict.expiration,
+    }
+
+
+def _adsp_json(outcome: AdspOutcome) -> dict[str, Any]:
+    return {
+        "result": outcome.result.value,
+        "domain": outcome.domain or None,
+        "policy": outcome.policy.value if outcome.policy else None,
+        "record": outcome.record,
+        "reason": outcome.reason,
+    }
+
+
+def render_json(report: VerifyReport) -> str:
+    document = {
+        "spf": {**_spf_json(report.spf), "received_spf": report.received_spf},
+        "senderid": _senderid_json(report.senderid),
+        "domainkeys": _domainkeys_json(report.domainkeys),
+        "dkim": [_dkim_json(verdict) for verdict in report.dkim],
+        "adsp": _adsp_json(report.adsp),
+        "authentication_results": report.authentication_results,
+        "defects": list(report.defects),
+    }
+    return json.dumps(document, indent=2) + "\n"

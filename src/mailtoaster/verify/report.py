@@ -1,0 +1,98 @@
+"""Run every authentication check on one message and its envelope.
+
+Order follows the data: SPF and Sender ID need only the envelope and headers; DomainKeys, DKIM and
+ARC need the key records; ADSP and DMARC decide from the SPF and DKIM results. Checks that do not
+depend on each other run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import authres
+
+from mailtoaster.auth.adsp import AdspOutcome, adsp_result, check_adsp
+from mailtoaster.auth.dkim import DkimVerdict, DkimVerifyOptions, verify_dkim
+from mailtoaster.auth.domainkeys import DomainKeysOutcome, domainkeys_result, verify_domainkeys
+from mailtoaster.auth.results import authentication_results, dkim_results, senderid_result, spf_result
+from mailtoaster.auth.senderid import SenderIdOutcome, check_pra
+from mailtoaster.auth.spf import SpfOptions, SpfOutcome, check_spf, received_spf
+from mailtoaster.dns import IPAddress, Resolver
+from mailtoaster.message import Message
+
+
+@dataclass(frozen=True)
+class Envelope:
+    ip: IPAddress
+    helo: str
+    mail_from: str
+    """The reverse-path without angle brackets; ``""`` is the null sender."""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    envelope: Envelope
+    authserv_id: str
+    spf: SpfOutcome
+    senderid: SenderIdOutcome
+    domainkeys: DomainKeysOutcome
+    dkim: tuple[DkimVerdict, ...]
+    adsp: AdspOutcome
+    authentication_results: str
+    received_spf: str
+    defects: tuple[str, ...] = field(default=())
+
+    @property
+    def dkim_result(self) -> str:
+        """One word for all signatures: ``pass`` if any passed, else the first one's result."""
+        if not self.dkim:
+            return "none"
+        passing = [verdict for verdict in self.dkim if verdict.passed]
+        return (passing or list(self.dkim))[0].result.value
+
+    def results(self) -> dict[str, str]:
+        """Check name -> RFC result keyword, in report order."""
+        return {
+            "spf": self.spf.result.value,
+            "senderid": self.senderid.result.value,
+            "domainkeys": self.domainkeys.result.value,
+            "dkim": self.dkim_result,
+            "adsp": self.adsp.result.value,
+        }
+
+
+async def verify_message(
+    message: Message,
+    envelope: Envelope,
+    resolver: Resolver,
+    authserv_id: str,
+    dkim_options: DkimVerifyOptions | None = None,
+) -> VerifyReport:
+    options = SpfOptions(receiver=authserv_id)
+    spf, senderid, domainkeys, dkim = await asyncio.gather(
+        check_spf(resolver, envelope.ip, envelope.mail_from, envelope.helo, options),
+        check_pra(resolver, envelope.ip, message, envelope.helo, options),
+        verify_domainkeys(message, resolver),
+        verify_dkim(message, resolver, dkim_options),
+    )
+    adsp = await check_adsp(message, dkim, resolver)
+    results: list[authres.BaseAuthenticationResult] = [
+        spf_result(spf),
+        senderid_result(senderid),
+        domainkeys_result(domainkeys),
+        *dkim_results(dkim),
+        adsp_result(adsp),
+    ]
+    return VerifyReport(
+        envelope=envelope,
+        authserv_id=authserv_id,
+        spf=spf,
+        senderid=senderid,
+        domainkeys=domainkeys,
+        dkim=tuple(dkim),
+        adsp=adsp,
+        authentication_results=authentication_results(authserv_id, results),
+        received_spf="Received-SPF: " + received_spf(spf, authserv_id),
+        defects=message.defects,
+    )
