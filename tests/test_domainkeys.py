@@ -28,7 +28,7 @@ from mailtoaster.auth.domainkeys import (
     sign_domainkeys_message,
     verify_domainkeys,
 )
-from mailtoaster.auth.domainkeys.verify import granularity_matches, select_signed_fields
+from mailtoaster.auth.domainkeys.verify import MAX_SIGNATURES, granularity_matches, select_signed_fields
 from mailtoaster.dns import DnsStatus, RRType, StaticResolver
 from mailtoaster.keys import KeyType, dkim_record_text, domainkeys_record_text, generate_private_key
 from mailtoaster.message import Message
@@ -671,3 +671,12 @@ def test_canonical_body_properties(body: bytes) -> None:
     nofws = canonical_body(body, "nofws")
     assert b" " not in nofws and b"\t" not in nofws
     assert nofws.replace(b"\r\n", b"").count(b"\r") == 0 and b"\n" not in nofws.replace(b"\r\n", b"")
+
+
+def test_signature_limit() -> None:
+    """Past MAX_SIGNATURES fields the rest are reported, not checked, so DNS work stays bounded."""
+    field = sign_domainkeys(MESSAGE, DOMAIN, SELECTOR, KEY_1024)
+    outcome = verify(field * (MAX_SIGNATURES + 2) + MESSAGE, resolver_for(KEY_1024))
+    statuses = [verdict.status for verdict in outcome.verdicts]
+    assert statuses == [DkStatus.OK] * MAX_SIGNATURES + [DkStatus.NORESOURCE] * 2
+    assert outcome.passed and "not evaluated" in outcome.verdicts[-1].reason

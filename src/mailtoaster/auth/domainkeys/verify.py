@@ -8,6 +8,7 @@ one that is signed must match ``d=``. Nothing raises: every problem becomes a ve
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -30,8 +31,9 @@ from mailtoaster.auth.domainkeys.signature import (
 from mailtoaster.dns import DnsStatus, Resolver, RRType
 from mailtoaster.message import Header, Message
 
-MAX_SIGNATURES = 50
-"""Signatures beyond this many are ignored (as Mail::DKIM does), bounding DNS work per message."""
+MAX_SIGNATURES = 16
+"""Signatures beyond this many are not evaluated (``NORESOURCE``), bounding the DNS work one message
+can cause; the DKIM engine uses the same limit."""
 _PREFIX_LENGTH = 8
 
 
@@ -47,7 +49,8 @@ class _Verdict(Exception):
 async def verify_domainkeys(message: Message, resolver: Resolver) -> DomainKeysOutcome:
     """Check every DomainKey-Signature (top to bottom) and summarise; never raises for bad input."""
     positions = [i for i, field in enumerate(message.headers) if field.is_named(FIELD_NAME)]
-    verdicts = tuple([await _verify_one(message, i, resolver) for i in positions[:MAX_SIGNATURES]])
+    checked = await asyncio.gather(*(_verify_one(message, i, resolver) for i in positions[:MAX_SIGNATURES]))
+    verdicts = (*checked, *(_not_evaluated(i) for i in positions[MAX_SIGNATURES:]))
     chosen = next((v for v in verdicts if v.passed), verdicts[0] if verdicts else None)
     sender = sending_address(message.headers)
     passed = chosen is not None and chosen.passed
@@ -96,6 +99,11 @@ async def _verify_one(message: Message, index: int, resolver: Resolver) -> Domai
     except Exception as error:  # a verifier must answer; INTERNAL is libdomainkeys' answer to the unforeseen
         return replace(verdict, status=DkStatus.INTERNAL, reason=f"internal error: {error!r}"[:200])
     return replace(verdict, status=DkStatus.OK, reason="signature verified")
+
+
+def _not_evaluated(index: int) -> DomainKeysVerdict:
+    reason = f"not evaluated: more than {MAX_SIGNATURES} DomainKey-Signature fields"
+    return DomainKeysVerdict(DkStatus.NORESOURCE, reason, header_index=index)
 
 
 def _describe(verdict: DomainKeysVerdict, signature: DkSignature) -> DomainKeysVerdict:
