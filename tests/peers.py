@@ -2,11 +2,11 @@
 
 Three peers, each driven the way a mail system drives it:
 
-* **Mail::DKIM** (Perl, Debian ``libmail-dkim-perl``): ``peer_scripts/mail_dkim_sign.pl`` signs with
-  ``Mail::DKIM::Signer`` (DKIM ``rsa-sha256``/``rsa-sha1``, and DomainKeys through a
-  ``Mail::DKIM::DkSignature`` policy: this version has no separate DomainKeys signer and no Ed25519);
-  ``peer_scripts/mail_dkim_verify.pl`` verifies with ``Mail::DKIM::Verifier`` (DKIM-Signature and
-  DomainKey-Signature alike) and reports every signature's result as JSON.
+* **Mail::DKIM** (Perl, Debian ``libmail-dkim-perl``) through ``peer_scripts/mail_dkim.pl``: it
+  signs with ``Mail::DKIM::Signer`` (DKIM ``rsa-sha256``/``rsa-sha1``, and DomainKeys through a
+  ``Mail::DKIM::DkSignature`` policy: this version has no separate DomainKeys signer and no Ed25519)
+  and verifies with ``Mail::DKIM::Verifier`` (DKIM-Signature and DomainKey-Signature alike),
+  reporting every signature's result as JSON. One Perl process serves a whole test module.
 * **OpenDKIM** (Debian ``opendkim``): the ``opendkim`` filter in its test mode (``-t``), which runs
   a message through the real milter code path. ``opendkim-testmsg`` is not used: it signs only
   ``rsa-sha1 relaxed/simple`` and has no way to point its verifier at our DNS server.
@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from mailtoaster.keys import PrivateKey, dkim_record_text
 from tests.dnsserver import DnsTestServer
 
 PEER_SCRIPTS = Path(__file__).resolve().parent / "peer_scripts"
+MAIL_DKIM_SCRIPT = PEER_SCRIPTS / "mail_dkim.pl"
 DEBIAN_PACKAGES = ("libmail-dkim-perl", "opendkim", "opendkim-tools")
 PEER_TIMEOUT = 60
 """Seconds a peer process may run: a hang must end the test, not the suite (never asserted on)."""
@@ -109,8 +111,9 @@ def opendkim_problem() -> str | None:
 def dkimpy_problem() -> str | None:
     """None when dkimpy with Ed25519 support (PyNaCl) can be imported, else why not."""
     try:
-        import dkim  # type: ignore[import-untyped]  # noqa: F401
         import nacl.signing  # noqa: F401
+
+        import dkim  # type: ignore[import-untyped]  # noqa: F401
     except ImportError as error:
         return f"dkimpy with Ed25519 support is not installed ({error}); pip install 'dkimpy[ed25519]'"
     return None
@@ -239,6 +242,56 @@ class PeerVerdict:
 # -- the peers ------------------------------------------------------------------------------------
 
 
+class MailDkimProcess:
+    """One long-running ``mail_dkim.pl serve``: Perl, Net::DNS and Mail::DKIM start once for a whole
+    test module instead of once per message (which made the interop tests several times slower)."""
+
+    def __init__(self, server: DnsTestServer, workdir: Path) -> None:
+        self._errors = workdir / "mail-dkim.stderr"
+        command = ["perl", str(MAIL_DKIM_SCRIPT), "serve", "--nameserver", server.host]
+        command += ["--port", str(server.port)]
+        errors = os.open(self._errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            pipe = subprocess.PIPE
+            self._process = subprocess.Popen(command, stdin=pipe, stdout=pipe, stderr=errors)
+        finally:
+            os.close(errors)  # the child has its own copy
+
+    def request(self, command: str, options: dict[str, Any], message: bytes) -> dict[str, Any]:
+        """Send one request, wait for its answer; a peer that hangs is killed after PEER_TIMEOUT."""
+        stdin, stdout = self._process.stdin, self._process.stdout
+        assert stdin is not None and stdout is not None
+        header = json.dumps({"command": command, "options": options, "length": len(message)})
+        watchdog = threading.Timer(PEER_TIMEOUT, self._process.kill)
+        watchdog.start()
+        try:
+            stdin.write(header.encode("ascii") + b"\n" + message)
+            stdin.flush()
+            line = stdout.readline()
+        finally:
+            watchdog.cancel()
+        if not line:
+            raise PeerError(f"Mail::DKIM stopped: {self._stderr()}")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise PeerError(f"Mail::DKIM {command} failed: {answer['error']}")
+        return answer
+
+    def _stderr(self) -> str:
+        return self._errors.read_text(encoding="utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(PEER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+
 class Peers:
     """Every peer, sharing one :class:`KeyZone` served by one DNS server on 127.0.0.1.
 
@@ -252,6 +305,19 @@ class Peers:
         self.workdir = workdir
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._key_files: dict[PeerKey, Path] = {}
+        self._mail_dkim_process: MailDkimProcess | None = None
+
+    def close(self) -> None:
+        """Stop the long-running peer processes."""
+        if self._mail_dkim_process is not None:
+            self._mail_dkim_process.close()
+            self._mail_dkim_process = None
+
+    def __enter__(self) -> Peers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def add_key(self, key: PeerKey) -> PeerKey:
         self.zone.add_key(key)
@@ -269,10 +335,7 @@ class Peers:
 
     def mail_dkim_verify(self, message: bytes, *, strict: bool = False) -> list[PeerVerdict]:
         """Mail::DKIM::Verifier's result for every DKIM-Signature and DomainKey-Signature."""
-        require(mail_dkim_problem())
-        command = ["perl", str(PEER_SCRIPTS / "mail_dkim_verify.pl"), "--nameserver", self.server.host]
-        command += ["--port", str(self.server.port), *(["--strict"] if strict else [])]
-        report: dict[str, Any] = json.loads(_run(command, to_crlf(message)))
+        report = self._mail_dkim().request("verify", {"strict": strict}, to_crlf(message))
         return [
             PeerVerdict(
                 kind=entry["type"],
@@ -298,21 +361,33 @@ class Peers:
 
         DomainKeys takes ``method`` ``nofws`` or ``simple`` and ``algorithm`` ``rsa-sha1``.
         """
-        require(mail_dkim_problem())
         if key.is_ed25519:
             raise ValueError("Mail::DKIM 1.20230212 cannot sign with Ed25519")
         message = to_crlf(message)
-        command = ["perl", str(PEER_SCRIPTS / "mail_dkim_sign.pl"), "--type"]
-        command += ["domainkeys" if domainkeys else "dkim", "--algorithm", algorithm, "--method", method]
-        command += ["--domain", key.domain, "--selector", key.selector, "--key", str(self._key_file(key))]
+        options: dict[str, str] = {
+            "type": "domainkeys" if domainkeys else "dkim",
+            "algorithm": algorithm,
+            "method": method,
+            "domain": key.domain,
+            "selector": key.selector,
+            "key": str(self._key_file(key)),
+        }
         if headers is not None:
-            command += ["--headers", ":".join(headers)]
-        return to_crlf(_run(command, message)) + message
+            options["headers"] = ":".join(headers)
+        answer = self._mail_dkim().request("sign", options, message)
+        return to_crlf(str(answer["signature"]).encode("ascii")) + message
+
+    def _mail_dkim(self) -> MailDkimProcess:
+        require(mail_dkim_problem())
+        if self._mail_dkim_process is None:
+            self._mail_dkim_process = MailDkimProcess(self.server, self.workdir)
+        return self._mail_dkim_process
 
     # -- OpenDKIM --
 
     def opendkim_verify(self, message: bytes) -> list[PeerVerdict]:
-        """OpenDKIM's result for every DKIM-Signature, read from the Authentication-Results it adds."""
+        """OpenDKIM's result for every DKIM-Signature, read from the Authentication-Results it adds
+        (empty when OpenDKIM evaluated none)."""
         require(opendkim_problem())
         config = self._config(
             "verify",
@@ -458,6 +533,8 @@ _SIGNATURE = re.compile(r"^DKIM-Signature:.*?(?=^\S|\Z)", re.S | re.M)
 def _opendkim_verdicts(output: str) -> list[PeerVerdict]:
     """Per-signature results from the Authentication-Results field OpenDKIM's test mode inserts."""
     match = _AR_INSERT.search(output)
+    if match is None and "message not signed" in output:
+        return []  # what OpenDKIM says when it evaluated no signature at all, so it adds no field
     if match is None:
         raise PeerError(f"OpenDKIM added no Authentication-Results field:\n{output}")
     verdicts = []
