@@ -151,7 +151,8 @@ def tag_set(value: str | bytes) -> set[str]:
 
 def _documents(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
-        return [document for document in yaml.safe_load_all(handle) if document]
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return [document for document in yaml.load_all(handle, Loader=loader) if document]
 
 
 def _message(text: str) -> bytes:
