@@ -79,6 +79,7 @@ class _Check:
 
 @dataclass(frozen=True)
 class _Failure:
+    field: str
     instance: int
     check: _Check
 
@@ -191,44 +192,57 @@ async def _verify_chain(
 ) -> ArcOutcome:
     """Steps 4 to 8, with every key fetched up front, concurrently."""
     keys = await _fetch_keys(resolver, [sig for item in sets for sig in (item.ams.sig, item.seal.sig)])
+    signatures: dict[int, bool] = {}
+    seals: dict[int, bool] = {}
     newest = sets[-1]
-    checked: dict[int, tuple[bool | None, bool | None]] = {item.instance: (None, None) for item in sets}
-
-    def outcome(
-        result: ArcResult, reason: str, failed: _Failure | None = None, oldest_pass: int = 0
-    ) -> ArcOutcome:
-        details = tuple(_details(item, *checked[item.instance]) for item in sets)
-        return ArcOutcome(
-            result,
-            reason,
-            len(sets),
-            oldest_pass=oldest_pass,
-            failed_instance=failed.instance if failed else None,
-            details=details,
-            temporary=failed.check.temporary if failed else False,
-        )
-
-    def check_ams(item: ArcSet) -> _Check:
-        result = _check_signature(message, item.ams, keys, options)
-        checked[item.instance] = (result.ok, checked[item.instance][1])
-        return result
-
-    latest = check_ams(newest)
-    if not latest.ok:
-        reason = f"{ARC_MESSAGE_SIGNATURE} i={newest.instance}: {latest.reason}"
-        return outcome(ArcResult.FAIL, reason, _Failure(newest.instance, latest))
+    latest = _check_signature(message, newest.ams, keys, options)
+    signatures[newest.instance] = latest.ok
+    failure = None if latest.ok else _Failure(ARC_MESSAGE_SIGNATURE, newest.instance, latest)
     oldest_pass = 0
+    if failure is None:
+        oldest_pass = _oldest_pass(message, sets, keys, options, signatures)
+        failure = _first_bad_seal(sets, keys, options, seals)
+    details = tuple(_details(item, signatures.get(item.instance), seals.get(item.instance)) for item in sets)
+    if failure is not None:
+        return ArcOutcome(
+            ArcResult.FAIL,
+            f"{failure.field} i={failure.instance}: {failure.check.reason}",
+            len(sets),
+            failed_instance=failure.instance,
+            details=details,
+            temporary=failure.check.temporary,
+        )
+    return ArcOutcome(ArcResult.PASS, CHAIN_VERIFIED, len(sets), oldest_pass=oldest_pass, details=details)
+
+
+def _oldest_pass(
+    message: Message,
+    sets: list[ArcSet],
+    keys: dict[_KeyId, _Key],
+    options: ArcOptions,
+    signatures: dict[int, bool],
+) -> int:
+    """Step 6: older AMSes, newest first, until one fails; 0 when all verify.
+
+    Each result goes into ``signatures`` for the report.
+    """
     for item in reversed(sets[:-1]):
-        if not check_ams(item).ok:
-            oldest_pass = item.instance + 1
-            break
+        signatures[item.instance] = _check_signature(message, item.ams, keys, options).ok
+        if not signatures[item.instance]:
+            return item.instance + 1
+    return 0
+
+
+def _first_bad_seal(
+    sets: list[ArcSet], keys: dict[_KeyId, _Key], options: ArcOptions, seals: dict[int, bool]
+) -> _Failure | None:
+    """Step 7: every seal, newest first, stopping at the first that fails. Records each in ``seals``."""
     for item in reversed(sets):
-        seal = _check_seal(sets, item, keys, options)
-        checked[item.instance] = (checked[item.instance][0], seal.ok)
-        if not seal.ok:
-            reason = f"{ARC_SEAL} i={item.instance}: {seal.reason}"
-            return outcome(ArcResult.FAIL, reason, _Failure(item.instance, seal))
-    return outcome(ArcResult.PASS, CHAIN_VERIFIED, oldest_pass=oldest_pass)
+        result = _check_seal(sets, item, keys, options)
+        seals[item.instance] = result.ok
+        if not result.ok:
+            return _Failure(ARC_SEAL, item.instance, result)
+    return None
 
 
 _Key = tuple[KeyRecord, PublicKey] | _KeyProblem
