@@ -179,7 +179,9 @@ async def relay(raw: bytes, domain: str, key: PrivateKey, modifies: bool) -> byt
     dkim = await verify_dkim(message, RESOLVER)
     results = authentication_results(domain, [*dkim_results(dkim), arc_result(chain)])
     raw = (results + "\r\n").encode() + (like_a_mailing_list(raw) if modifies else raw)
-    fields = sign_arc(raw, domain=domain, selector="arc", private_key=key, authserv_id=domain, chain=chain)
+    fields = sign_arc(
+        raw, domain=domain, selector="arc", private_key=key, authserv_id=domain, chain=chain, timestamp=NOW
+    )
     return add_arc_set(raw, fields)
 
 
