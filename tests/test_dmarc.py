@@ -520,9 +520,11 @@ async def test_temporary_error_in_the_existence_check_is_temperror() -> None:
     considered to pass or fail"."""
     zone = _zone({"example.com": "v=DMARC1; p=none; np=reject"})
     zone.add_timeout("news.example.com", [RRType.TXT])
-    outcome = await _check(zone, "a@news.example.com")
+    outcome = await _check(zone, "a@news.example.com", dkim=[_dkim("other.example")])
     assert outcome.result is DmarcResult.TEMPERROR
     assert "exists" in outcome.reason
+    assert (outcome.dkim_aligned, outcome.dkim_domains) == (False, ("other.example",))
+    assert outcome.disposition is Policy.NONE
 
 
 async def test_public_suffix_domain_policy() -> None:

@@ -382,23 +382,29 @@ class _Check:
         if aligned.spf_aligned is None or aligned.dkim_aligned is None:
             reason = f"alignment undecided: {self._walk_errors()}"
             return self._finish(outcome, DmarcResult.TEMPERROR, reason)
+        return await self._fail(outcome, found, policies)
+
+    async def _fail(self, outcome: DmarcOutcome, found: _Discovered, policies: PolicySet) -> DmarcOutcome:
+        """A failing message: ``np`` if the Author Domain does not exist, then the disposition."""
         if found.domain != self.author and policies.np is not None:
-            outcome = await self._nonexistent_subdomain(outcome, policies)
+            exists = await self._author_exists()
+            if exists is None:
+                reason = f"DNS error checking whether {self.author} exists (for np=)"
+                return self._finish(outcome, DmarcResult.TEMPERROR, reason)
+            outcome = dataclasses.replace(outcome, author_domain_exists=exists)
+            if not exists:
+                np = policies.for_nonexistent_subdomain()
+                outcome = dataclasses.replace(outcome, policy_tag="np", requested_policy=np)
         failed = self._disposition(outcome, found.record)
         return self._finish(failed, DmarcResult.FAIL, failed.reason)
 
-    async def _nonexistent_subdomain(self, outcome: DmarcOutcome, policies: PolicySet) -> DmarcOutcome:
-        """RFC 9989 §4.10.1: the ``np`` policy "if the Author Domain does not exist" (NXDOMAIN)."""
+    async def _author_exists(self) -> bool | None:
+        """RFC 9989 §3.2.13 and Appendix A.4: a name exists unless a query for it gets NXDOMAIN (any
+        type will do; MX as for ADSP). None when the query failed temporarily."""
         answer = await self.session.resolver.lookup(self.author, RRType.MX)
         if answer.status.is_temporary_error:
-            reason = f"DNS {answer.status.value} checking whether {self.author} exists (for np=)"
-            raise _Stop(DmarcResult.TEMPERROR, reason)
-        exists = answer.status is not DnsStatus.NXDOMAIN
-        outcome = dataclasses.replace(outcome, author_domain_exists=exists)
-        if exists:
-            return outcome
-        np = policies.for_nonexistent_subdomain()
-        return dataclasses.replace(outcome, policy_tag="np", requested_policy=np)
+            return None
+        return answer.status is not DnsStatus.NXDOMAIN
 
     def _disposition(self, outcome: DmarcOutcome, record: DmarcRecord) -> DmarcOutcome:
         """The requested policy, lowered one level for RFC 9989 ``t=y`` or outside the RFC 7489 sample."""
