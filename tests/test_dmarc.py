@@ -539,6 +539,16 @@ async def test_public_suffix_domain_policy() -> None:
     assert (ghost.policy_tag, ghost.disposition) == ("np", Policy.REJECT)
 
 
+async def test_psd_policy_applies_below_an_org_domain_without_record() -> None:
+    """RFC 9989 §4.10.2: "if a search for the Organizational Domain only yields a DMARC Policy Record
+    at "_dmarc.com" and that record contains the tag "psd=y", then the Organizational Domain for this
+    domain would be "example.com"" — which has no record, so the PSD's record applies (§4.10.1)."""
+    zone = _zone({"com": "v=DMARC1; p=none; sp=quarantine; psd=y"}, a="a.mail.example.com")
+    outcome = await _check(zone, "x@a.mail.example.com")
+    assert (outcome.policy_domain, outcome.organizational_domain) == ("com", "example.com")
+    assert (outcome.policy_tag, outcome.disposition) == ("sp", Policy.QUARANTINE)
+
+
 async def test_org_domain_record_wins_over_the_psd_record() -> None:
     """RFC 9989 §4.10.1: "PSD policy is not used for Organizational Domains that have published a
     DMARC Policy Record"."""
@@ -959,6 +969,20 @@ async def test_undecidable_alignment_is_temperror() -> None:
     assert (outcome.result, outcome.dkim_aligned) == (DmarcResult.TEMPERROR, None)
     assert "_dmarc.mail.example.com" in outcome.reason
     assert outcome.disposition is Policy.NONE
+
+
+async def test_undecidable_author_org_domain_is_temperror() -> None:
+    """The record is the Author Domain's own, but relaxed alignment needs its Organizational Domain,
+    and the walk above it fails."""
+    zone = _zone({"news.example.com": "v=DMARC1; p=reject"})
+    zone.add_timeout("_dmarc.example.com")
+    outcome = await _check(zone, "a@news.example.com", spf=_spf("bounce.news.example.com"))
+    assert (outcome.result, outcome.spf_aligned, outcome.organizational_domain) == (
+        DmarcResult.TEMPERROR,
+        None,
+        None,
+    )
+    assert "_dmarc.example.com" in outcome.reason
 
 
 async def test_a_decided_pass_is_not_spoiled_by_an_undecidable_identifier() -> None:

@@ -485,23 +485,23 @@ def dmarc_result(outcome: DmarcOutcome) -> authres.dmarc.DMARCAuthenticationResu
     been processed", so it is the disposition, given whenever a record was evaluated; the comment
     shows the published policies and, for the other results, the reason.
     """
-    evaluated = outcome.result in (DmarcResult.PASS, DmarcResult.FAIL)
+    policies = outcome.policies if outcome.result in (DmarcResult.PASS, DmarcResult.FAIL) else None
     return authres.dmarc.DMARCAuthenticationResult(
         result=outcome.result.value,
-        result_comment=_comment(_summary(outcome) if evaluated else outcome.reason),
+        result_comment=_comment(
+            outcome.reason if policies is None else _summary(policies, outcome.disposition)
+        ),
         header_from=outcome.author_domain or None,
-        policy=outcome.disposition.value if evaluated else None,
+        policy=None if policies is None else outcome.disposition.value,
     )
 
 
-def _summary(outcome: DmarcOutcome) -> str:
-    policies = outcome.policies
-    if policies is None:
-        return outcome.reason
+def _summary(policies: PolicySet, disposition: Policy) -> str:
+    """The published policies and the disposition, as receivers commonly show them."""
     parts = [f"p={policies.p}", f"sp={policies.for_subdomain()}"]
     if policies.np is not None:
         parts.append(f"np={policies.np}")
-    parts.append(f"dis={outcome.disposition}")
+    parts.append(f"dis={disposition}")
     return " ".join(parts)
 
 
