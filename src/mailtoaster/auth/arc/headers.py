@@ -14,10 +14,13 @@ from dataclasses import dataclass
 
 from mailtoaster.auth.dkim import canon
 from mailtoaster.auth.dkim.engine import ALGORITHMS, header_hash_input
-from mailtoaster.auth.dkim.signature import DkimSignature, SignatureError
-from mailtoaster.auth.dkim.signature import _base64 as decode_base64
-from mailtoaster.auth.dkim.signature import _canonicalization as parse_canonicalization
-from mailtoaster.auth.dkim.signature import _number as number_tag
+from mailtoaster.auth.dkim.signature import (
+    DkimSignature,
+    SignatureError,
+    decode_base64,
+    number_tag,
+    parse_canonicalization,
+)
 from mailtoaster.auth.tags import TagListError, parse_tag_list, strip_fws
 from mailtoaster.keys.names import check_dns_name
 from mailtoaster.message import Header

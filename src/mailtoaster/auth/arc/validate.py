@@ -35,7 +35,7 @@ from mailtoaster.auth.dkim import engine
 from mailtoaster.auth.dkim.key import KeyRecord, PublicKey, key_bits
 from mailtoaster.auth.dkim.result import DkimResult
 from mailtoaster.auth.dkim.signature import DkimSignature
-from mailtoaster.auth.dkim.verify import DkimVerifyOptions, _KeyProblem, check_signature, fetch_key
+from mailtoaster.auth.dkim.verify import DkimVerifyOptions, KeyProblem, check_signature, fetch_key
 from mailtoaster.dns import Resolver
 from mailtoaster.message import Header, Message
 
@@ -245,7 +245,7 @@ def _first_bad_seal(
     return None
 
 
-_Key = tuple[KeyRecord, PublicKey] | _KeyProblem
+_Key = tuple[KeyRecord, PublicKey] | KeyProblem
 _KeyId = tuple[str, str]
 
 
@@ -263,7 +263,7 @@ def _key_id(sig: DkimSignature) -> _KeyId:
 async def _fetch_one(resolver: Resolver, sig: DkimSignature) -> _Key:
     try:
         return await fetch_key(resolver, sig)
-    except _KeyProblem as problem:
+    except KeyProblem as problem:
         return problem
 
 
@@ -276,7 +276,7 @@ def _usable_key(
     if sig.algorithm == engine.ED25519_SHA256 and not options.allow_ed25519:
         return _Check(False, "ed25519-sha256 is not accepted (RFC 8617 names only rsa-sha256)")
     key = keys[_key_id(sig)]
-    if isinstance(key, _KeyProblem):
+    if isinstance(key, KeyProblem):
         return _Check(False, key.reason, temporary=key.result is DkimResult.TEMPERROR)
     return key
 

@@ -78,7 +78,7 @@ def parse_signature(field: Header, options: ParseOptions | None = None) -> DkimS
     algorithm = tags["a"].lower()
     if algorithm not in ALGORITHMS:
         raise UnsupportedAlgorithm(f"unsupported algorithm a={tags['a'][:30]}")
-    header_canon, body_canon = _canonicalization(tags.get("c", "simple/simple"))
+    header_canon, body_canon = parse_canonicalization(tags.get("c", "simple/simple"))
     domain = tags["d"].strip()
     selector = tags["s"].strip()
     if not domain or not selector:
@@ -88,22 +88,22 @@ def parse_signature(field: Header, options: ParseOptions | None = None) -> DkimS
         raise SignatureError("h= does not include From")
     identity = _identity(tags.get("i"), domain)
     _check_query_methods(tags.get("q"))
-    timestamp = _number(tags, "t", _MAX_TIME_DIGITS)
-    expiration = _number(tags, "x", _MAX_TIME_DIGITS)
+    timestamp = number_tag(tags, "t", _MAX_TIME_DIGITS)
+    expiration = number_tag(tags, "x", _MAX_TIME_DIGITS)
     if timestamp is not None and expiration is not None and expiration < timestamp:
         raise SignatureError("x= is earlier than t=")
     b_text = strip_fws(tags["b"])
     return DkimSignature(
         algorithm=algorithm,
-        signature=_base64(b_text, "b"),
-        body_hash=_base64(strip_fws(tags["bh"]), "bh"),
+        signature=decode_base64(b_text, "b"),
+        body_hash=decode_base64(strip_fws(tags["bh"]), "bh"),
         header_canon=header_canon,
         body_canon=body_canon,
         domain=domain,
         selector=selector,
         signed_headers=signed_headers,
         identity=identity,
-        body_length=_number(tags, "l", _MAX_LENGTH_DIGITS),
+        body_length=number_tag(tags, "l", _MAX_LENGTH_DIGITS),
         timestamp=timestamp,
         expiration=expiration,
         version=version,
@@ -119,7 +119,7 @@ def _check_version(version: str, options: ParseOptions) -> None:
     raise SignatureError("signature lacks v=1" if not version else f"unsupported version v={version[:10]}")
 
 
-def _canonicalization(value: str) -> tuple[str, str]:
+def parse_canonicalization(value: str) -> tuple[str, str]:
     header_canon, _, body_canon = value.strip().lower().partition("/")
     body_canon = body_canon or canon.SIMPLE
     if header_canon not in canon.ALGORITHMS or body_canon not in canon.ALGORITHMS:
@@ -149,7 +149,7 @@ def _check_query_methods(value: str | None) -> None:
         raise SignatureError(f"q={value[:40]} offers no dns/txt query method")
 
 
-def _number(tags: dict[str, str], name: str, max_digits: int) -> int | None:
+def number_tag(tags: dict[str, str], name: str, max_digits: int) -> int | None:
     if name not in tags:
         return None
     value = strip_fws(tags[name])
@@ -158,7 +158,7 @@ def _number(tags: dict[str, str], name: str, max_digits: int) -> int | None:
     return int(value)
 
 
-def _base64(value: str, name: str) -> bytes:
+def decode_base64(value: str, name: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):

@@ -55,7 +55,9 @@ class DkimVerifyOptions:
     max_signatures: int = MAX_SIGNATURES
 
 
-class _KeyProblem(Exception):
+class KeyProblem(Exception):
+    """Why a signature has no usable key: the result to report and the reason."""
+
     def __init__(self, result: DkimResult, reason: str) -> None:
         super().__init__(reason)
         self.result = result
@@ -96,7 +98,7 @@ async def _verify_one(
         return _unparsed(field, index, DkimResult.NEUTRAL, str(error))
     try:
         record, public_key = await fetch_key(resolver, signature)
-    except _KeyProblem as problem:
+    except KeyProblem as problem:
         return _verdict(signature, index, problem.result, problem.reason)
     return check_signature(message, index, field, signature, record, public_key, options)
 
@@ -119,23 +121,23 @@ def _unparsed(field: Header, index: int, result: DkimResult, reason: str) -> Dki
 
 
 async def fetch_key(resolver: Resolver, signature: DkimSignature) -> tuple[KeyRecord, PublicKey]:
-    """The key record at ``<s>._domainkey.<d>`` and its key, or a :class:`_KeyProblem` saying why not."""
+    """The key record at ``<s>._domainkey.<d>`` and its key, or a :class:`KeyProblem` saying why not."""
     answer = await resolver.lookup(signature.key_name, RRType.TXT)
     if answer.status.is_temporary_error:
-        raise _KeyProblem(DkimResult.TEMPERROR, f"key lookup failed: {answer.status.name}")
+        raise KeyProblem(DkimResult.TEMPERROR, f"key lookup failed: {answer.status.name}")
     texts = answer.texts()
     if not texts:
-        raise _KeyProblem(DkimResult.PERMERROR, f"no key record at {signature.key_name}")
+        raise KeyProblem(DkimResult.PERMERROR, f"no key record at {signature.key_name}")
     if len(texts) > 1:
-        raise _KeyProblem(DkimResult.PERMERROR, f"{len(texts)} key records at {signature.key_name}")
+        raise KeyProblem(DkimResult.PERMERROR, f"{len(texts)} key records at {signature.key_name}")
     try:
         record = parse_key_record_cached(texts[0])
         if record.revoked:
-            raise _KeyProblem(DkimResult.FAIL, KEY_REVOKED)
+            raise KeyProblem(DkimResult.FAIL, KEY_REVOKED)
         _check_record_fits(record, signature)
         return record, load_public_key_cached(record)
     except KeyRecordError as error:
-        raise _KeyProblem(DkimResult.PERMERROR, str(error)) from None
+        raise KeyProblem(DkimResult.PERMERROR, str(error)) from None
 
 
 @lru_cache(maxsize=1024)
