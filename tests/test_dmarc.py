@@ -717,7 +717,7 @@ async def test_rfc7489_temperror() -> None:
 def test_psl_organizational_domain(domain: str, org: str) -> None:
     """RFC 7489 §3.2: "Search the public suffix list for the name that matches the largest number of
     labels found in the subject DNS domain ... Construct a new DNS domain name using the name that
-    matched from the public suffix list and prefixing to it the "x+1"th label from the subject
+    matched from the public suffix list and prefixing to it the "x+1"th label from the subject DNS
     domain"; a name that is itself a public suffix has no such label and stays as it is."""
     assert psl_organizational_domain(domain) == org
 
@@ -1184,9 +1184,10 @@ async def test_rfc7489_quarantine_outside_the_sample_is_none() -> None:
 
 
 async def test_rfc7489_b24_subdomain_sampling() -> None:
-    """RFC 7489 B.2.4: "_dmarc.test IN TXT ("v=DMARC1; p=quarantine; "
-    "rua=mailto:dmarc-feedback@example.com," "mailto:tld-test@thirdparty.example.net!10m; " "pct=25")"
-    — quarantine "25% of messages"."""
+    """RFC 7489 Appendix B.2.4: "_dmarc.test IN TXT ( "v=DMARC1; p=quarantine; "
+    "rua=mailto:dmarc-feedback@example.com," "mailto:tld-test@thirdparty.example.net!10m; " "pct=25" )"
+    — the quarantine policy is enacted on a quarter of the failing mail, the rest gets local
+    classification (RFC 7489 §6.6.4)."""
     zone = _zone(
         {
             "test.example.com": (
