@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from mailtoaster.auth.arc import ArcResult, validate_arc
 from mailtoaster.auth.dkim import DkimResult, verify_dkim
 from mailtoaster.auth.domainkeys import DkStatus, verify_domainkeys
 from mailtoaster.cli import main
@@ -122,3 +124,33 @@ def test_message_without_from_is_refused(
     code, out, err = run(capsysbinary, message_file, "--domain", "example.org", "--keys-dir", str(keys_dir))
     assert (code, out) == (2, b"")
     assert "no From field" in err
+
+
+def test_arc_seal_validates_and_copies_this_servers_results(
+    keys_dir: Path, message_file: Path, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    message_file.write_bytes(
+        b"Authentication-Results: fwd.example.org; spf=pass smtp.mailfrom=x@y.z\r\n" + MESSAGE
+    )
+    zone = tmp_path / "empty.zone"
+    zone.write_text("$TTL 3600\nexample.org. IN A 192.0.2.1\n")
+    argv = [
+        "--domain",
+        "example.org",
+        "--keys-dir",
+        str(keys_dir),
+        "--arc",
+        "--authserv-id",
+        "fwd.example.org",
+    ]
+    code, out, err = run(capsysbinary, message_file, *argv, "--dns-zone", str(zone))
+    assert code == 0, err
+    message = Message.parse(out)
+    assert [field.name for field in message.headers[:3]] == [
+        "ARC-Seal",
+        "ARC-Message-Signature",
+        "ARC-Authentication-Results",
+    ]
+    assert b"i=1; fwd.example.org; spf=pass" in message.headers[2].raw
+    outcome = asyncio.run(validate_arc(message, published(keys_dir)))
+    assert (outcome.result, outcome.sets) == (ArcResult.PASS, 1)

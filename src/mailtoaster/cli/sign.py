@@ -3,12 +3,14 @@
 Without ``--selector`` every key the domain has in the store signs, so a domain with an RSA and an
 Ed25519 key gets both signatures (an Ed25519 signature alone fails at some large providers).
 DomainKeys (``--domainkeys``) signs first, because it covers only the fields below its own; DKIM
-signs next; an ARC set (``--arc``) is added last, as a forwarder would, and covers the rest.
+signs next; an ARC set (``--arc``) is added last, as a forwarder would, and covers the rest; the chain the
+message already has is validated first, with keys from DNS (``--dns-zone``/``--nameserver``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import Any
 
@@ -16,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailtoaster.auth.dkim import DkimSigner, SigningError, sign_dkim
 from mailtoaster.auth.dkim.canon import to_crlf
-from mailtoaster.cli.common import CliError, read_input
+from mailtoaster.cli.common import CliError, add_dns_options, read_input, resolver_from_args
 from mailtoaster.keys import DEFAULT_KEYS_DIR, KeyStoreError, StoredKey, list_keys, load_key, validate_domain
 
 CANONICALIZATIONS = ("relaxed/relaxed", "relaxed/simple", "simple/relaxed", "simple/simple")
@@ -55,6 +57,7 @@ def register(subparsers: Any) -> None:
         help="also add an ARC set (RFC 8617) as a forwarder does; RSA keys only",
     )
     parser.add_argument("--authserv-id", metavar="ID", help="this server's authserv-id, required with --arc")
+    add_dns_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -92,7 +95,7 @@ def sign(raw: bytes, args: argparse.Namespace) -> bytes:
         ]
         message = b"".join(sign_dkim(message, signers)) + message
         if args.arc:
-            message = _add_arc(message, _rsa_key(keys, "--arc"), args.domain, args.authserv_id)
+            message = _add_arc(message, _rsa_key(keys, "--arc"), args.domain, args)
     except SigningError as exc:
         raise CliError(str(exc)) from exc
     return message if b"\r\n" in raw or b"\n" not in raw else message.replace(b"\r\n", b"\n")
@@ -108,8 +111,25 @@ def _add_domainkeys(message: bytes, key: StoredKey, domain: str) -> bytes:
         raise CliError(f"DomainKeys: {exc}") from exc
 
 
-def _add_arc(message: bytes, key: StoredKey, domain: str, authserv_id: str) -> bytes:
-    raise CliError("ARC sealing is not available yet")
+def _add_arc(message: bytes, key: StoredKey, domain: str, args: argparse.Namespace) -> bytes:
+    """Validate the chain the message already has (its keys come from DNS), then add the next set.
+
+    The ARC-Authentication-Results copies the message's Authentication-Results fields that carry
+    ``--authserv-id``: the verdicts this server reached when the message came in.
+    """
+    from mailtoaster.auth.arc import ArcSigningError, add_arc_set, seal_arc
+
+    resolver = resolver_from_args(args)
+    try:
+        outcome, fields = asyncio.run(
+            seal_arc(message, resolver, domain=domain, selector=key.selector, private_key=key.private_key,
+                     authserv_id=args.authserv_id)
+        )  # fmt: skip
+    except ArcSigningError as exc:
+        raise CliError(f"ARC: {exc}") from exc
+    if not fields:
+        raise CliError(f"ARC: not sealed, the chain has already failed ({outcome.reason})")
+    return add_arc_set(message, fields)
 
 
 def run(args: argparse.Namespace) -> int:
