@@ -33,6 +33,8 @@ SUMMARY = [
     "DomainKeys check:   pass",
     "DKIM check:         pass",
     "ADSP check:         pass",
+    "DMARC check:        pass",
+    "ARC check:          none",
 ]
 
 
@@ -47,7 +49,7 @@ def test_sample_report(capsys: pytest.CaptureFixture[str]) -> None:
         "  signature 2: pass: d=sample.com s=ed2026 a=ed25519-sha256 Ed25519 key, signature verified" in lines
     )
     methods = [result.method for result in authres.AuthenticationResultsHeader.parse(lines[-1]).results]
-    assert methods == ["spf", "sender-id", "domainkeys", "dkim", "dkim", "dkim-adsp"]
+    assert methods == ["spf", "sender-id", "domainkeys", "dkim", "dkim", "dkim-adsp", "dmarc", "arc"]
     assert lines[-1].startswith(
         "Authentication-Results: mx.test; spf=pass (domain of jsmith@sample.com designates 69.36.226.12 as "
         "permitted sender) smtp.helo=mail.sample.com smtp.mailfrom=jsmith@sample.com; "
@@ -71,6 +73,42 @@ def test_json_and_other_clients(capsys: pytest.CaptureFixture[str]) -> None:
     assert document["senderid"]["result"] == "softfail"
     assert document["senderid"]["pra"] == "jsmith@sample.com"
     assert "spf=softfail" in document["authentication_results"]
+
+
+def test_json_has_every_check_and_one_dkim_entry_per_signature(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, *SAMPLE_ARGS, "--dns-zone", str(ZONE), "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert [document[key]["result"] for key in ("spf", "senderid", "domainkeys", "adsp", "dmarc", "arc")] == [
+        "pass", "pass", "pass", "pass", "pass", "none",
+    ]  # fmt: skip
+    assert [
+        {key: entry[key] for key in ("result", "domain", "selector", "algorithm")}
+        for entry in document["dkim"]
+    ] == [
+        {"result": "pass", "domain": "sample.com", "selector": "default", "algorithm": "rsa-sha256"},
+        {"result": "pass", "domain": "sample.com", "selector": "ed2026", "algorithm": "ed25519-sha256"},
+    ]
+    assert all(entry["reason"] == "signature verified" for entry in document["dkim"])
+    assert document["domainkeys"]["status"] == "OK" and document["domainkeys"]["letter"] == "A"
+    assert document["dmarc"]["disposition"] == "none"
+
+
+def test_forged_message_fails_dkim_and_dmarc_quarantines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The body changed after signing, and the client is not in SPF: every signature fails, so DMARC
+    fails and sample.com's p=quarantine applies."""
+    forged = tmp_path / "forged.eml"
+    forged.write_bytes(SAMPLE.read_bytes().replace(b"Hello,", b"Send money,"))
+    args = [str(forged), "--ip", "198.51.100.20", "--helo", "h.example", "--dns-zone", str(ZONE), "--json"]
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    document = json.loads(out)
+    assert [entry["reason"] for entry in document["dkim"]] == ["body hash mismatch", "body hash mismatch"]
+    assert document["domainkeys"]["status"] == "BADSIG"
+    assert document["adsp"]["result"] == "fail"
+    assert (document["dmarc"]["result"], document["dmarc"]["disposition"]) == ("fail", "quarantine")
 
 
 def test_included_sender_passes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,9 @@ import json
 from typing import Any
 
 from mailtoaster.auth.adsp import AdspOutcome
+from mailtoaster.auth.arc import ArcOutcome
 from mailtoaster.auth.dkim import DkimVerdict
+from mailtoaster.auth.dmarc import DmarcOutcome
 from mailtoaster.auth.domainkeys import DomainKeysOutcome
 from mailtoaster.auth.results import key_description
 from mailtoaster.auth.senderid import SenderIdOutcome
@@ -23,6 +25,8 @@ SUMMARY_LABELS = {
     "domainkeys": "DomainKeys check",
     "dkim": "DKIM check",
     "adsp": "ADSP check",
+    "dmarc": "DMARC check",
+    "arc": "ARC check",
 }
 """JSON key -> summary label, in report order."""
 
@@ -122,6 +126,38 @@ def _adsp_rows(outcome: AdspOutcome) -> list[tuple[str, object]]:
     ]
 
 
+def _aligned(value: bool | None) -> str | None:
+    return None if value is None else ("aligned" if value else "not aligned")
+
+
+def _dmarc_rows(outcome: DmarcOutcome) -> list[tuple[str, object]]:
+    signature, policy = outcome.dkim_signature, outcome.requested_policy
+    dkim_identifier = f"d={signature.domain} s={signature.selector}" if signature is not None else None
+    rows: list[tuple[str, object]] = [
+        ("result", outcome.result.value),
+        ("author domain", outcome.author_domain),
+        ("policy domain", outcome.policy_domain),
+        ("org domain", outcome.organizational_domain),
+        ("record", outcome.record_text),
+        ("policy", f"{outcome.policy_tag}={policy.value}" if policy else None),
+        ("SPF", f"{outcome.spf_domain}: {_aligned(outcome.spf_aligned)}" if outcome.spf_domain else None),
+        ("DKIM", f"{dkim_identifier}: {_aligned(outcome.dkim_aligned)}" if dkim_identifier else None),
+        ("disposition", outcome.disposition.value),
+        ("reason", outcome.reason),
+    ]
+    return rows + [("note", note) for note in outcome.notes]
+
+
+def _arc_rows(outcome: ArcOutcome) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = [("result", outcome.result.value), ("sets", outcome.sets or None)]
+    if outcome.oldest_pass:
+        rows.append(("oldest pass", outcome.oldest_pass))
+    for details in outcome.details:
+        seal = f"sealed by {details.seal_domain} (s={details.seal_selector}, cv={details.chain_validation})"
+        rows.append((f"i={details.instance}", f"{seal}; {details.authserv_id}: {details.results}"))
+    return [*rows, ("reason", outcome.reason)]
+
+
 def render_text(report: VerifyReport) -> str:
     lines = render_summary(report)
     for title, rows in (
@@ -130,6 +166,8 @@ def render_text(report: VerifyReport) -> str:
         ("DomainKeys details", _domainkeys_rows(report.domainkeys)),
         ("DKIM details", _dkim_rows(report.dkim)),
         ("ADSP details", _adsp_rows(report.adsp)),
+        ("DMARC details", _dmarc_rows(report.dmarc)),
+        ("ARC details", _arc_rows(report.arc)),
     ):
         lines += ["", *_detail_block(title, rows)]
     if report.defects:
@@ -220,6 +258,49 @@ def _adsp_json(outcome: AdspOutcome) -> dict[str, Any]:
     }
 
 
+def _dmarc_json(outcome: DmarcOutcome) -> dict[str, Any]:
+    signature = outcome.dkim_signature
+    return {
+        "result": outcome.result.value,
+        "mode": outcome.mode,
+        "author_domain": outcome.author_domain or None,
+        "policy_domain": outcome.policy_domain,
+        "organizational_domain": outcome.organizational_domain,
+        "record": outcome.record_text,
+        "policy": outcome.requested_policy.value if outcome.requested_policy else None,
+        "policy_tag": outcome.policy_tag or None,
+        "disposition": outcome.disposition.value,
+        "spf_domain": outcome.spf_domain,
+        "spf_aligned": outcome.spf_aligned,
+        "dkim_domains": list(outcome.dkim_domains),
+        "dkim_aligned": outcome.dkim_aligned,
+        "dkim_aligned_signature": None if signature is None else {"domain": signature.domain,
+                                                                  "selector": signature.selector},
+        "sampled": outcome.sampled,
+        "testing": outcome.testing,
+        "reason": outcome.reason,
+        "notes": list(outcome.notes),
+    }  # fmt: skip
+
+
+def _arc_json(outcome: ArcOutcome) -> dict[str, Any]:
+    return {
+        "result": outcome.result.value,
+        "reason": outcome.reason,
+        "sets": outcome.sets,
+        "oldest_pass": outcome.oldest_pass,
+        "failed_instance": outcome.failed_instance,
+        "temporary": outcome.temporary,
+        "terminated": outcome.terminated,
+        "chain": [
+            {"instance": d.instance, "seal_domain": d.seal_domain, "seal_selector": d.seal_selector,
+             "cv": d.chain_validation, "signature_domain": d.signature_domain, "authserv_id": d.authserv_id,
+             "results": d.results, "signature_valid": d.signature_valid, "seal_valid": d.seal_valid}
+            for d in outcome.details
+        ],
+    }  # fmt: skip
+
+
 def render_json(report: VerifyReport) -> str:
     document = {
         "spf": {**_spf_json(report.spf), "received_spf": report.received_spf},
@@ -227,6 +308,8 @@ def render_json(report: VerifyReport) -> str:
         "domainkeys": _domainkeys_json(report.domainkeys),
         "dkim": [_dkim_json(verdict) for verdict in report.dkim],
         "adsp": _adsp_json(report.adsp),
+        "dmarc": _dmarc_json(report.dmarc),
+        "arc": _arc_json(report.arc),
         "authentication_results": report.authentication_results,
         "defects": list(report.defects),
     }

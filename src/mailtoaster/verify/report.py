@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import authres
 
 from mailtoaster.auth.adsp import AdspOutcome, adsp_result, check_adsp
+from mailtoaster.auth.arc import ArcOutcome, arc_result, validate_arc
 from mailtoaster.auth.dkim import DkimVerdict, DkimVerifyOptions, verify_dkim
+from mailtoaster.auth.dmarc import DmarcOutcome, check_dmarc, dmarc_result
 from mailtoaster.auth.domainkeys import DomainKeysOutcome, domainkeys_result, verify_domainkeys
 from mailtoaster.auth.results import authentication_results, dkim_results, senderid_result, spf_result
 from mailtoaster.auth.senderid import SenderIdOutcome, check_pra
@@ -39,6 +41,8 @@ class VerifyReport:
     domainkeys: DomainKeysOutcome
     dkim: tuple[DkimVerdict, ...]
     adsp: AdspOutcome
+    dmarc: DmarcOutcome
+    arc: ArcOutcome
     authentication_results: str
     received_spf: str
     defects: tuple[str, ...] = field(default=())
@@ -59,6 +63,8 @@ class VerifyReport:
             "domainkeys": self.domainkeys.result.value,
             "dkim": self.dkim_result,
             "adsp": self.adsp.result.value,
+            "dmarc": self.dmarc.result.value,
+            "arc": self.arc.result.value,
         }
 
 
@@ -70,19 +76,25 @@ async def verify_message(
     dkim_options: DkimVerifyOptions | None = None,
 ) -> VerifyReport:
     options = SpfOptions(receiver=authserv_id)
-    spf, senderid, domainkeys, dkim = await asyncio.gather(
+    spf, senderid, domainkeys, dkim, arc = await asyncio.gather(
         check_spf(resolver, envelope.ip, envelope.mail_from, envelope.helo, options),
         check_pra(resolver, envelope.ip, message, envelope.helo, options),
         verify_domainkeys(message, resolver),
         verify_dkim(message, resolver, dkim_options),
+        validate_arc(message, resolver),
     )
-    adsp = await check_adsp(message, dkim, resolver)
+    adsp, dmarc = await asyncio.gather(
+        check_adsp(message, dkim, resolver),
+        check_dmarc(message, spf, dkim, resolver),
+    )
     results: list[authres.BaseAuthenticationResult] = [
         spf_result(spf),
         senderid_result(senderid),
         domainkeys_result(domainkeys),
         *dkim_results(dkim),
         adsp_result(adsp),
+        dmarc_result(dmarc),
+        arc_result(arc, remote_ip=str(envelope.ip)),
     ]
     return VerifyReport(
         envelope=envelope,
@@ -92,6 +104,8 @@ async def verify_message(
         domainkeys=domainkeys,
         dkim=tuple(dkim),
         adsp=adsp,
+        dmarc=dmarc,
+        arc=arc,
         authentication_results=authentication_results(authserv_id, results),
         received_spf="Received-SPF: " + received_spf(spf, authserv_id),
         defects=message.defects,
