@@ -21,11 +21,12 @@ _HOSTNAME = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "verify",
-        help="run the authentication checks (SPF, Sender ID) on a message",
+        help="run every authentication check (SPF, Sender ID, DomainKeys, DKIM, ADSP, DMARC, ARC)",
         description=(
             "Check a message as a receiving server would: SPF for the envelope sender (or HELO for "
-            "the null sender) and Sender ID for the message's purported responsible address. "
-            "Prints a summary line per check, the details, and the Authentication-Results header."
+            "the null sender), Sender ID for the purported responsible address, every DomainKeys and "
+            "DKIM signature, ADSP and DMARC for the author's domain, and the ARC chain. Prints a "
+            "summary line per check, the details, and the Authentication-Results header."
         ),
     )
     parser.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="the message (default: stdin)")
