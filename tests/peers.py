@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import importlib
 import json
 import os
 import re
@@ -107,13 +108,18 @@ def opendkim_problem() -> str | None:
     return None
 
 
+def dkimpy() -> Any:
+    """dkimpy's ``dkim`` module, imported by name: bench/dkim.py has the same name, and mypy's
+    whole-project run would otherwise take that file for it (dkimpy has no type hints anyway)."""
+    return importlib.import_module("dkim")
+
+
 @functools.cache
 def dkimpy_problem() -> str | None:
     """None when dkimpy with Ed25519 support (PyNaCl) can be imported, else why not."""
     try:
-        import nacl.signing  # noqa: F401
-
-        import dkim  # type: ignore[import-untyped]  # noqa: F401
+        dkimpy()
+        importlib.import_module("nacl.signing")
     except ImportError as error:
         return f"dkimpy with Ed25519 support is not installed ({error}); pip install 'dkimpy[ed25519]'"
     return None
@@ -478,18 +484,15 @@ class Peers:
 
 def dkimpy_verify(message: bytes, zone: KeyZone) -> list[bool]:
     """dkimpy's pass/fail for every DKIM-Signature of ``message``, in header order."""
-    import dkim
-
     message = to_crlf(message)
-    count = sum(1 for name, _ in dkim.DKIM(message).headers if name.lower() == b"dkim-signature")
+    count = sum(1 for name, _ in dkimpy().DKIM(message).headers if name.lower() == b"dkim-signature")
     return [_dkimpy_verify_one(message, index, zone) for index in range(count)]
 
 
 def _dkimpy_verify_one(message: bytes, index: int, zone: KeyZone) -> bool:
     """``dkim.verify`` for signature ``index`` (it only checks the first); errors are a failure, as
     ``dkim.verify`` counts them."""
-    import dkim
-
+    dkim = dkimpy()
     try:
         return bool(dkim.DKIM(message).verify(idx=index, dnsfunc=zone.dnsfunc))
     except dkim.DKIMException:
@@ -504,11 +507,9 @@ def dkimpy_sign(
     headers: Sequence[str] | None = None,
 ) -> bytes:
     """``message`` (CRLF) with dkimpy's DKIM-Signature prepended (algorithm after the key)."""
-    import dkim
-
     message = to_crlf(message)
     header_canon, _, body_canon = canonicalization.partition("/")
-    signature: bytes = dkim.sign(
+    signature: bytes = dkimpy().sign(
         message,
         key.selector.encode("ascii"),
         key.domain.encode("ascii"),
