@@ -281,9 +281,10 @@ def results(verdicts: list[PeerVerdict]) -> list[str]:
 @pytest.mark.parametrize("canonicalization", CANONICALIZATIONS)
 @pytest.mark.parametrize("name", MESSAGE_IDS)
 def test_mail_dkim_verifies_mailtoaster_rsa(peers: Peers, name: str, canonicalization: str) -> None:
+    """In Mail::DKIM's Strict mode (no SHA-1, no keys under 1024 bits), as a careful receiver runs it."""
     mail_dkim()
     signed = mt_sign(MESSAGES[name], RSA, canonicalization)
-    verdicts = peers.mail_dkim_verify(signed)
+    verdicts = peers.mail_dkim_verify(signed, strict=True)
     assert [(v.kind, v.result, v.selector) for v in verdicts] == [("dkim", "pass", RSA.selector)], verdicts
 
 
@@ -318,11 +319,14 @@ async def test_mailtoaster_verifies_mail_dkim(peers: Peers, name: str, canonical
 @pytest.mark.parametrize("name", ["plain", "folded-headers"])
 async def test_mail_dkim_rsa_sha1_verifies_but_is_refused_by_policy(peers: Peers, name: str) -> None:
     """rsa-sha1 (still Mail::DKIM's default) checks out cryptographically, but RFC 8301 forbids
-    counting it: ``policy`` by default, ``pass`` only when the operator allows SHA-1."""
+    counting it: ``policy`` by default, ``pass`` only when the operator allows SHA-1. Mail::DKIM
+    agrees: it passes the signature, except in its Strict mode."""
     mail_dkim()
     signed = peers.mail_dkim_sign(MESSAGES[name], RSA, algorithm="rsa-sha1")
     assert await mt_verify(peers, signed) == [DkimResult.POLICY]
     assert await mt_verify(peers, signed, allow_sha1=True) == [DkimResult.PASS]
+    assert results(peers.mail_dkim_verify(signed)) == ["pass"]
+    assert results(peers.mail_dkim_verify(signed, strict=True)) == ["invalid"]
 
 
 def _opendkim_cases() -> list[Any]:
