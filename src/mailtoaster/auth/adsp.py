@@ -31,6 +31,7 @@ import authres.dkim_adsp
 
 from mailtoaster.auth.author import find_authors
 from mailtoaster.auth.dkim.result import DkimResult, DkimVerdict
+from mailtoaster.auth.results import comment_text
 from mailtoaster.auth.tags import TagListError, parse_tag_list
 from mailtoaster.dns import DnsStatus, Resolver, RRType
 from mailtoaster.message import Message
@@ -217,12 +218,6 @@ def adsp_result(outcome: AdspOutcome) -> authres.dkim_adsp.DKIMADSPAuthenticatio
     """``dkim-adsp=<result> (<why>) header.from=<author domain>`` (RFC 5617 §5.4, RFC 8601)."""
     return authres.dkim_adsp.DKIMADSPAuthenticationResult(
         result=outcome.result.value,
-        result_comment=_comment(outcome.reason),
+        result_comment=comment_text(outcome.reason),
         header_from=outcome.domain or None,
     )
-
-
-def _comment(text: str) -> str:
-    """``text`` made safe inside an RFC 5322 comment: no line breaks, parentheses quoted."""
-    text = "".join(c if c.isprintable() else " " for c in text)
-    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")

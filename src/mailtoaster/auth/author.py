@@ -18,15 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-# The PRA module owns the RFC 5322 mailbox parser; these are its internals (see the module
-# docstring for why a second parser would be worse). A public entry point there would be better.
-from mailtoaster.auth.pra import (
-    _ascii_domain,
-    _check_text,
-    _MalformedError,
-    _Parser,
-    _tokenize,
-)
+from mailtoaster.auth.pra import MalformedAddressError, parse_mailbox_list
 from mailtoaster.message import Header, Message
 
 __all__ = ["AuthorAddress", "AuthorError", "Authors", "find_authors"]
@@ -121,8 +113,8 @@ def _read_field(field: Header, label: str) -> tuple[list[AuthorAddress], tuple[A
     if field.raw_value.strip(_WHITESPACE) == b"":
         return [], (AuthorError.EMPTY_FROM_FIELD, f"{label} is empty")
     try:
-        boxes = _Parser(_tokenize(field.value)).mailbox_list()
-    except _MalformedError as exc:
+        boxes = parse_mailbox_list(field.value)
+    except MalformedAddressError as exc:
         return [], (AuthorError.MALFORMED, f"{label} is malformed: {exc}")
     if not boxes:
         return [], (AuthorError.EMPTY_FROM_FIELD, f"{label} contains no mailbox")
@@ -134,9 +126,8 @@ def _read_field(field: Header, label: str) -> tuple[list[AuthorAddress], tuple[A
             problem = problem or (AuthorError.NO_DOMAIN, f"{label} has a mailbox with {what}")
             continue
         try:
-            _check_text(box.local_part, "local part")
-            domain = _ascii_domain(box.domain).lower()
-        except _MalformedError as exc:
+            domain = box.ascii_domain().lower()
+        except MalformedAddressError as exc:
             problem = problem or (AuthorError.MALFORMED, f"{label} is malformed: {exc}")
             continue
         addresses.append(AuthorAddress(box.local_part, domain, box.display_name))

@@ -41,7 +41,16 @@ from typing import Final, Literal
 
 from mailtoaster.message import Header, Message
 
-__all__ = ["PraError", "PraHeaderName", "PraResult", "find_pra"]
+__all__ = [
+    "Mailbox",
+    "MalformedAddressError",
+    "PraError",
+    "PraHeaderName",
+    "PraResult",
+    "find_pra",
+    "parse_mailbox_list",
+    "single_mailbox",
+]
 
 PraHeaderName = Literal["Resent-Sender", "Resent-From", "Sender", "From"]
 """The four fields the PRA can come from, spelled canonically whatever the message's case."""
@@ -114,7 +123,7 @@ def find_pra(message: Message) -> PraResult:
     if isinstance(selected, PraResult):
         return selected
     name, field = selected
-    return _single_mailbox(name, field.value)
+    return single_mailbox(name, field.value)
 
 
 # --- Steps 1 to 4: choosing the field ------------------------------------------------------------
@@ -176,17 +185,17 @@ def _in_older_resent_block(headers: Sequence[Header], resent_sender: int) -> boo
 # --- Step 5: the selected field must hold exactly one mailbox with a domain -----------------------
 
 
-def _single_mailbox(name: PraHeaderName, value: str) -> PraResult:
+def single_mailbox(name: PraHeaderName, value: str) -> PraResult:
     """Step 5: parse the field as a mailbox list and insist on one mailbox with a domain name.
 
     Sender and Resent-Sender are ``mailbox`` and From and Resent-From ``mailbox-list`` in
     RFC 2822; all four are parsed as lists so that "Sender: a@x, b@y" is reported as the
-    several mailboxes it appears to contain rather than as mere garbage.
+    several mailboxes it appears to contain rather than as mere garbage.  Never raises.
     """
     prefix = f"RFC 4407 step 5: {name}"
     try:
-        boxes = _Parser(_tokenize(value)).mailbox_list()
-    except _MalformedError as exc:
+        boxes = parse_mailbox_list(value)
+    except MalformedAddressError as exc:
         return PraResult.ill_formed(name, PraError.MALFORMED_MAILBOX, f"{prefix} is malformed: {exc}")
     if not boxes:
         return PraResult.ill_formed(name, PraError.MALFORMED_MAILBOX, f"{prefix} contains no mailbox")
@@ -202,9 +211,8 @@ def _single_mailbox(name: PraHeaderName, value: str) -> PraResult:
             name, PraError.NO_DOMAIN, f"{prefix} mailbox has an address literal, not a domain name"
         )
     try:
-        _check_text(box.local_part, "local part")
-        domain = _ascii_domain(box.domain)
-    except _MalformedError as exc:
+        domain = box.ascii_domain()
+    except MalformedAddressError as exc:
         return PraResult.ill_formed(name, PraError.MALFORMED_MAILBOX, f"{prefix} is malformed: {exc}")
     return PraResult.found(name, box.local_part, domain, box.display_name)
 
@@ -212,9 +220,9 @@ def _single_mailbox(name: PraHeaderName, value: str) -> PraResult:
 def _check_text(text: str, what: str) -> None:
     """Reject what cannot be a real address: undecodable octets (U+FFFD) and control characters."""
     if "\ufffd" in text:
-        raise _MalformedError(f"{what} contains octets that are not UTF-8")
+        raise MalformedAddressError(f"{what} contains octets that are not UTF-8")
     if any(ch not in " \t" and (ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0) for ch in text):
-        raise _MalformedError(f"{what} contains a control character")
+        raise MalformedAddressError(f"{what} contains a control character")
 
 
 def _ascii_domain(domain: str) -> str:
@@ -225,20 +233,20 @@ def _ascii_domain(domain: str) -> str:
         try:
             labels.append(label if label.isascii() else label.encode("idna").decode("ascii"))
         except UnicodeError as exc:
-            raise _MalformedError(f"invalid internationalised domain label {label!r}") from exc
+            raise MalformedAddressError(f"invalid internationalised domain label {label!r}") from exc
     ascii_domain = ".".join(labels)
     if any(not 1 <= len(label) <= 63 for label in ascii_domain.split(".")):
-        raise _MalformedError("domain label empty or longer than 63 octets")
+        raise MalformedAddressError("domain label empty or longer than 63 octets")
     if len(ascii_domain) > 253:
-        raise _MalformedError("domain longer than 253 octets")
+        raise MalformedAddressError("domain longer than 253 octets")
     return ascii_domain
 
 
 # --- Lexing RFC 2822 structured field bodies ------------------------------------------------------
 
 
-class _MalformedError(Exception):
-    """Internal: the field is hopelessly malformed; the message says where."""
+class MalformedAddressError(Exception):
+    """The field or mailbox is hopelessly malformed; the message says where."""
 
 
 _ATEXT: Final = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
@@ -302,7 +310,7 @@ def _tokenize(text: str) -> list[_Token]:
             tokens.append(_Token("atom", text[pos:end], spaced))
             pos = end
         else:
-            raise _MalformedError(f"unexpected character {char!r} at offset {pos}")
+            raise MalformedAddressError(f"unexpected character {char!r} at offset {pos}")
         spaced = False
     return tokens
 
@@ -323,7 +331,7 @@ def _skip_comment(text: str, start: int) -> int:
             if depth == 0:
                 return pos + 1
         pos += 1
-    raise _MalformedError(f"unterminated comment at offset {start}")
+    raise MalformedAddressError(f"unterminated comment at offset {start}")
 
 
 def _read_quoted(text: str, start: int) -> tuple[str, int]:
@@ -338,32 +346,57 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
             pos += 1
             char = text[pos]
         if char in _FORBIDDEN_IN_QUOTES:
-            raise _MalformedError(f"control character {char!r} in quoted string")
+            raise MalformedAddressError(f"control character {char!r} in quoted string")
         content.append(char)
         pos += 1
-    raise _MalformedError(f"unterminated quoted string at offset {start}")
+    raise MalformedAddressError(f"unterminated quoted string at offset {start}")
 
 
 def _read_literal(text: str, start: int) -> tuple[str, int]:
     """Read a domain literal ``[...]`` starting at ``start``; folding white space inside is dropped."""
     end = text.find("]", start + 1)
     if end < 0:
-        raise _MalformedError(f"unterminated domain literal at offset {start}")
+        raise MalformedAddressError(f"unterminated domain literal at offset {start}")
     inner = text[start + 1 : end]
     if "[" in inner or "\\" in inner:
-        raise _MalformedError(f"malformed domain literal at offset {start}")
+        raise MalformedAddressError(f"malformed domain literal at offset {start}")
     return "[" + re.sub(r"[ \t]+", "", inner) + "]", end + 1
 
 
 # --- Parsing a mailbox list ----------------------------------------------------------------------
 
 
+def parse_mailbox_list(text: str) -> list[Mailbox]:
+    """The mailboxes of an RFC 2822 mailbox-list field body, obsolete forms included.
+
+    Empty list elements are skipped, so the list may be empty.  Raises
+    :class:`MalformedAddressError` when ``text`` is not a mailbox list (group syntax included).
+    """
+    return _Parser(_tokenize(text)).mailbox_list()
+
+
 @dataclass(frozen=True)
-class _Mailbox:
+class Mailbox:
+    """One mailbox as written; its text is checked only by :meth:`ascii_domain`."""
+
     display_name: str
     local_part: str
+    """In its simplest RFC 2822 form (unquoted when it is a dot-atom, quoted otherwise)."""
     domain: str | None
     """As written (labels joined by dots), a ``[literal]``, or None when there was no ``@``."""
+
+    def ascii_domain(self) -> str:
+        """The domain as DNS will be asked for it, once the local part and domain are checked.
+
+        A-labels for internationalised labels, ASCII labels' case kept.  Raises
+        :class:`MalformedAddressError` for undecodable octets or control characters in the local
+        part or domain, for an invalid domain name, and for a mailbox with no domain name (no
+        ``@``, or an address literal): callers that report that case differently check it first.
+        """
+        if self.domain is None or self.domain.startswith("["):
+            raise MalformedAddressError("mailbox has no domain name")
+        _check_text(self.local_part, "local part")
+        return _ascii_domain(self.domain)
 
 
 class _Parser:
@@ -381,8 +414,8 @@ class _Parser:
         self._tokens = tokens
         self._pos = 0
 
-    def mailbox_list(self) -> list[_Mailbox]:
-        boxes: list[_Mailbox] = []
+    def mailbox_list(self) -> list[Mailbox]:
+        boxes: list[Mailbox] = []
         while True:
             while self._accept(","):
                 pass
@@ -406,7 +439,7 @@ class _Parser:
         if not self._accept(special):
             token = self._peek()
             found = "end of field" if token is None else repr(token.text)
-            raise _MalformedError(f"expected {special!r}, found {found}")
+            raise MalformedAddressError(f"expected {special!r}, found {found}")
 
     def _phrase(self) -> list[_Token]:
         """Words and dots: a display name, or a local part if an ``@`` follows."""
@@ -415,26 +448,26 @@ class _Parser:
             self._pos += 1
         return self._tokens[start : self._pos]
 
-    def _mailbox(self) -> _Mailbox:
+    def _mailbox(self) -> Mailbox:
         words = self._phrase()
         if self._accept("<"):
             return self._angle_addr(_display_name(words))
         if self._accept(":"):
-            raise _MalformedError("group syntax is not allowed in an originator field")
+            raise MalformedAddressError("group syntax is not allowed in an originator field")
         if self._accept("@"):
-            return _Mailbox("", _local_part(words), self._domain())
+            return Mailbox("", _local_part(words), self._domain())
         token = self._peek()
         if token is None or token.is_special(","):
-            return _Mailbox("", _local_part(words), None)
-        raise _MalformedError(f"unexpected {token.text!r}")
+            return Mailbox("", _local_part(words), None)
+        raise MalformedAddressError(f"unexpected {token.text!r}")
 
-    def _angle_addr(self, display_name: str) -> _Mailbox:
+    def _angle_addr(self, display_name: str) -> Mailbox:
         if (token := self._peek()) is not None and token.is_special("@"):
             self._obs_route()
         words = self._phrase()
         domain = self._domain() if self._accept("@") else None
         self._expect(">")
-        return _Mailbox(display_name, _local_part(words), domain)
+        return Mailbox(display_name, _local_part(words), domain)
 
     def _obs_route(self) -> None:
         """Skip an obsolete source route (``<@relay1,@relay2:user@host>``): only the last hop counts."""
@@ -458,7 +491,7 @@ class _Parser:
     def _atom(self, what: str) -> str:
         token = self._peek()
         if token is None or token.kind != "atom":
-            raise _MalformedError(f"expected a {what}")
+            raise MalformedAddressError(f"expected a {what}")
         self._pos += 1
         return token.text
 
@@ -471,9 +504,9 @@ def _local_part(words: list[_Token]) -> str:
     only ``"`` and ``\\`` escaped.
     """
     if not words:
-        raise _MalformedError("missing local part")
+        raise MalformedAddressError("missing local part")
     if any(token.is_word != (i % 2 == 0) for i, token in enumerate(words)) or len(words) % 2 == 0:
-        raise _MalformedError("local part is not a dot-separated sequence of words")
+        raise MalformedAddressError("local part is not a dot-separated sequence of words")
     content = "".join(token.text for token in words)
     if all(token.kind != "quoted" for token in words) or _is_dot_atom(content):
         return content

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from mailtoaster.auth.dkim import canon, engine
 from mailtoaster.auth.dkim.engine import PrivateKey
+from mailtoaster.auth.dkim.signature import SignatureError, parse_canonicalization
 from mailtoaster.message import Message
 
 RECOMMENDED_HEADERS = (
@@ -90,10 +91,10 @@ def sign_message(raw: bytes, signers: Sequence[DkimSigner], timestamp: int | Non
 
 
 def _sign_one(message: Message, signer: DkimSigner, now: int) -> bytes:
-    header_canon, _, body_canon = signer.canonicalization.lower().partition("/")
-    body_canon = body_canon or canon.SIMPLE
-    if header_canon not in canon.ALGORITHMS or body_canon not in canon.ALGORITHMS:
-        raise SigningError(f"unknown canonicalization {signer.canonicalization!r}")
+    try:
+        header_canon, body_canon = parse_canonicalization(signer.canonicalization)
+    except SignatureError as exc:
+        raise SigningError(f"unknown canonicalization {signer.canonicalization!r}") from exc
     names = list(signer.headers) if signer.headers is not None else default_signed_headers(message)
     if "from" not in (name.lower() for name in names):
         raise SigningError("h= must include From")

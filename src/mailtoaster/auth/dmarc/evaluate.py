@@ -51,6 +51,7 @@ from mailtoaster.auth.dmarc.record import (
     PolicySet,
     usable_policies,
 )
+from mailtoaster.auth.results import comment_text
 from mailtoaster.auth.spf import SpfOutcome, SpfResult
 from mailtoaster.dns import DnsStatus, Resolver, RRType
 from mailtoaster.message import Message
@@ -488,7 +489,7 @@ def dmarc_result(outcome: DmarcOutcome) -> authres.dmarc.DMARCAuthenticationResu
     policies = outcome.policies if outcome.result in (DmarcResult.PASS, DmarcResult.FAIL) else None
     return authres.dmarc.DMARCAuthenticationResult(
         result=outcome.result.value,
-        result_comment=_comment(
+        result_comment=comment_text(
             outcome.reason if policies is None else _summary(policies, outcome.disposition)
         ),
         header_from=outcome.author_domain or None,
@@ -503,9 +504,3 @@ def _summary(policies: PolicySet, disposition: Policy) -> str:
         parts.append(f"np={policies.np}")
     parts.append(f"dis={disposition}")
     return " ".join(parts)
-
-
-def _comment(text: str) -> str:
-    """``text`` made safe inside an RFC 5322 comment: no line breaks, parentheses quoted."""
-    text = "".join(c if c.isprintable() else " " for c in text)
-    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")

@@ -27,6 +27,7 @@ from mailtoaster.auth.domainkeys.sign import (
 )
 from mailtoaster.auth.domainkeys.signature import DkSignature, SignatureSyntaxError, parse_signature
 from mailtoaster.auth.domainkeys.verify import verify_domainkeys
+from mailtoaster.auth.results import comment_text
 
 __all__ = [
     "DEFAULT_SIGNED_HEADERS",
@@ -64,14 +65,15 @@ def domainkeys_result(outcome: DomainKeysOutcome) -> authres.DomainKeysAuthentic
     if outcome.sending_address and outcome.sending_header in ("From", "Sender"):
         properties[f"header_{outcome.sending_header.lower()}"] = outcome.sending_address
     return authres.DomainKeysAuthenticationResult(
-        result=outcome.result.value, result_comment=_comment(outcome), **properties
+        result=outcome.result.value, result_comment=comment_text(_notes(outcome)), **properties
     )
 
 
-def _comment(outcome: DomainKeysOutcome) -> str:
+def _notes(outcome: DomainKeysOutcome) -> str:
+    """Why the result is what it is, in words; :func:`comment_text` makes it safe as a comment."""
     notes = [outcome.reason]
     if outcome.key_testing:
         notes.append("key in testing mode")
     if outcome.suspicious and outcome.policy is not None:
         notes.append(f"{outcome.policy.domain} says it signs all mail")
-    return "; ".join(notes).replace("(", "[").replace(")", "]")
+    return "; ".join(notes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailtoaster.auth.pra import PraHeaderName, _single_mailbox
+from mailtoaster.auth.pra import PraHeaderName, single_mailbox
 from mailtoaster.message import Header
 
 SENDING_FIELDS: tuple[PraHeaderName, PraHeaderName] = ("Sender", "From")
@@ -37,7 +37,7 @@ def sending_address(fields: Sequence[Header]) -> SendingAddress:
         field = next((f for f in fields if f.is_named(name)), None)
         if field is None:
             continue
-        parsed = _single_mailbox(name, field.value)
+        parsed = single_mailbox(name, field.value)
         if not parsed.ok or parsed.domain is None or parsed.local_part is None:
             return SendingAddress(name, error=parsed.reason.removeprefix("RFC 4407 step 5: "))
         return SendingAddress(name, parsed.address or "", parsed.local_part, parsed.domain.lower())
