@@ -52,7 +52,7 @@ ED25519 = ed25519_key(DOMAIN, "interop-ed25519")
 KEYS = (RSA, ED25519)
 DK_SELECTOR = "interop-dk"
 DK_PRIVATE_KEY = rsa_key(DOMAIN, DK_SELECTOR).private_key
-"""DomainKeys signs for the sender's own domain (RFC 4870 §3.4.1), so each message's sender domain
+"""DomainKeys signs for the sender's own domain (RFC 4870 §3.3), so each message's sender domain
 gets this key under :data:`DK_SELECTOR`, published in the DomainKeys form (``k=rsa; p=...``)."""
 DK_METHODS = ("nofws", "simple")
 CANONICALIZATIONS = ("simple/simple", "relaxed/relaxed", "simple/relaxed", "relaxed/simple")
