@@ -7,7 +7,7 @@ message, signature and key parsed beforehand, dkimpy's ``dkim.sign``/``dkim.veri
 messages, the ``cryptography`` primitives on a bare digest (the floor under any DKIM code in this
 process), and ``openssl speed rsa2048 ed25519``. Then the targets, each marked PASS or MISS.
 
-One process, one thread, wall time. Run by hand from the repository root:
+One process, one thread, wall time, the best of 5 rounds per cell. Run by hand from the repository root:
 
     .venv/bin/python bench/dkim.py [--quick] [--seconds N] [--profile]
 
@@ -241,32 +241,46 @@ def resolver_for(key: Key) -> StaticResolver:
 # --- timing -------------------------------------------------------------------------------------------
 
 
+ROUNDS = 5
+"""Each cell is timed in this many rounds and the best one kept: other work on the machine only ever
+slows a round down, so the fastest is the closest to what the code costs."""
+
+
 def rate(call: Callable[[], object], seconds: float) -> float:
-    """Calls per second of wall time, over at least ``seconds`` (after one warm-up call)."""
+    """Calls per second of wall time: the best of ROUNDS rounds sharing ``seconds``, after a warm-up call."""
     call()
-    count, start = 0, time.perf_counter()
-    deadline = start + seconds
-    while True:
-        call()
-        count += 1
-        now = time.perf_counter()
-        if now >= deadline:
-            return count / (now - start)
-
-
-def verify_rate(signed: bytes, resolver: StaticResolver, seconds: float) -> float:
-    """``verify_dkim(Message.parse(signed), resolver)`` per second, all inside one event loop."""
-
-    async def timed() -> float:
-        await verify_dkim(Message.parse(signed), resolver)
+    best = 0.0
+    for _ in range(ROUNDS):
         count, start = 0, time.perf_counter()
-        deadline = start + seconds
+        deadline = start + seconds / ROUNDS
         while True:
-            await verify_dkim(Message.parse(signed), resolver)
+            call()
             count += 1
             now = time.perf_counter()
             if now >= deadline:
-                return count / (now - start)
+                break
+        best = max(best, count / (now - start))
+    return best
+
+
+def verify_rate(signed: bytes, resolver: StaticResolver, seconds: float) -> float:
+    """``verify_dkim(Message.parse(signed), resolver)`` per second as :func:`rate` counts, all inside one
+    event loop (one coroutine awaiting each verification in turn)."""
+
+    async def timed() -> float:
+        await verify_dkim(Message.parse(signed), resolver)
+        best = 0.0
+        for _ in range(ROUNDS):
+            count, start = 0, time.perf_counter()
+            deadline = start + seconds / ROUNDS
+            while True:
+                await verify_dkim(Message.parse(signed), resolver)
+                count += 1
+                now = time.perf_counter()
+                if now >= deadline:
+                    break
+            best = max(best, count / (now - start))
+        return best
 
     return asyncio.run(timed())
 
@@ -515,8 +529,8 @@ def main() -> None:
     print(machine())
     print(f"mailtoaster at {revision()}")
     print(
-        f"DKIM, relaxed/relaxed, one process, one thread, wall time, ~{seconds:g} s per cell; keys cached, "
-        "key records in a StaticResolver (no DNS)"
+        f"DKIM, relaxed/relaxed; one process, one thread; wall time, best of {ROUNDS} rounds in "
+        f"~{seconds:g} s per cell; keys cached, key records in a StaticResolver (no DNS)"
     )
     keys = make_keys()
     table = measure(keys, messages, seconds)
