@@ -25,7 +25,7 @@ from mailtoaster.auth.dkim import (
 )
 from mailtoaster.auth.dkim.engine import PrivateKey
 from mailtoaster.auth.dkim.signature import SignatureError
-from mailtoaster.auth.dkim.verify import BODY_HASH_MISMATCH, KEY_REVOKED, SIGNATURE_MISMATCH
+from mailtoaster.auth.dkim.verify import BODY_HASH_MISMATCH, KEY_REVOKED, SIGNATURE_MISMATCH, UNSIGNED_FROM
 from mailtoaster.auth.tags import TagListError, parse_tag_list
 from mailtoaster.dns import RRType, StaticResolver
 from mailtoaster.message import Header, Message
@@ -360,3 +360,12 @@ async def test_verify_never_raises_on_random_signatures(tags: list[str], body: b
     verdicts = await verify(raw)
     assert len(verdicts) == 1
     assert verdicts[0].result is not DkimResult.PASS
+
+
+async def test_a_from_field_added_above_a_singly_signed_from_fails() -> None:
+    """h=From covers one From; a second one added on top (what a reader sees) must not pass."""
+    raw = signed(headers=["From", "Subject"])
+    assert (await verify(raw))[0].passed
+    forged = raw.replace(b"From: Joe", b"From: Mallory <m@evil.example>\r\nFrom: Joe", 1)
+    verdict = (await verify(forged))[0]
+    assert (verdict.result, verdict.reason) == (DkimResult.FAIL, UNSIGNED_FROM)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-_LINE = re.compile(rb"[^\n]*\n|[^\n]+$")
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*(?:\n|\Z)")
+"""One whole field: name, colon, value and its continuation lines (which start with a space or tab)."""
 
 
 @dataclass(frozen=True)
@@ -49,35 +49,20 @@ class Message:
         first line of the body), as most MTAs do.
         """
         headers: list[Header] = []
+        position = 0
+        while (field_match := _FIELD.match(raw, position)) is not None:
+            headers.append(Header(field_match.group(1).decode("ascii"), field_match.group(0)))
+            position = field_match.end()
         defects: list[str] = []
-        current: list[bytes] = []
-        current_name = ""
-        offset = 0
-        body_start = len(raw)
-        for match in _LINE.finditer(raw):
-            line = match.group(0)
-            if line in (b"\r\n", b"\n"):
-                body_start = match.end()
-                break
-            if line[:1] in (b" ", b"\t") and current:
-                current.append(line)
-                offset = match.end()
-                continue
-            field_match = _FIELD_NAME.match(line)
-            if current:
-                headers.append(Header(current_name, b"".join(current)))
-                current = []
-            if field_match is None:
-                defects.append(f"header section ended by a line that is not a field: {line[:40]!r}")
-                body_start = match.start()
-                break
-            current_name = field_match.group(1).decode("ascii")
-            current = [line]
-            offset = match.end()
+        if raw.startswith(b"\r\n", position):
+            body_start = position + 2
+        elif raw.startswith(b"\n", position) or position == len(raw):
+            body_start = min(position + 1, len(raw))
         else:
-            body_start = len(raw) if not current else offset
-        if current:
-            headers.append(Header(current_name, b"".join(current)))
+            line_end = raw.find(b"\n", position)
+            line = raw[position : line_end + 1 if line_end >= 0 else len(raw)]
+            defects.append(f"header section ended by a line that is not a field: {line[:40]!r}")
+            body_start = position
         return cls(tuple(headers), raw[body_start:], tuple(defects))
 
     def get_all(self, name: str) -> list[Header]:

@@ -10,6 +10,7 @@ import re
 
 _UNFOLD = re.compile(rb"\r\n(?=[ \t])")
 _WSP_RUN = re.compile(rb"[ \t]+")
+_NOT_WSP_SPACE = re.compile(rb"[\r\n\x0b\x0c]")
 
 SIMPLE = "simple"
 RELAXED = "relaxed"
@@ -32,8 +33,13 @@ def header_simple(raw: bytes) -> bytes:
 def header_relaxed(raw: bytes) -> bytes:
     """Lower-case name, unfolded, white-space runs made one space, none around the colon or at the end."""
     name, _, value = raw.partition(b":")
-    value = _UNFOLD.sub(b"", value.rstrip(b"\r\n"))
-    value = _WSP_RUN.sub(b" ", value).strip(b" ")
+    value = value.rstrip(b"\r\n")
+    if b"\r\n" in value:
+        value = _UNFOLD.sub(b"", value)
+    if _NOT_WSP_SPACE.search(value):  # bare CR/LF, VT or FF are kept: only WSP is white space here
+        value = _WSP_RUN.sub(b" ", value).strip(b" ")
+    else:
+        value = b" ".join(value.split())  # the same result, several times faster
     return name.rstrip(b" \t").lower() + b":" + value + b"\r\n"
 
 
@@ -88,7 +94,10 @@ def strip_b_value(raw: bytes) -> bytes:
     Matches ``b=`` as a whole tag name only, never ``bh=``.
     """
     name, colon, value = raw.partition(b":")
-    return name + colon + _B_TAG.sub(rb"\1", value, count=1)
-
-
-_B_TAG = re.compile(rb"((?:\A|;)[ \t\r\n]*b[ \t\r\n]*=)[^;]*")
+    specs = value.split(b";")
+    for position, spec in enumerate(specs):
+        tag, equals, _ = spec.partition(b"=")
+        if equals and tag.strip(b" \t\r\n") == b"b":
+            specs[position] = tag + equals
+            break
+    return name + colon + b";".join(specs)
