@@ -10,19 +10,28 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*(?:\n|\Z)")
+_FIELD_PATTERN = rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*(?:\n|\Z)"
+_FIELD = re.compile(_FIELD_PATTERN)
 """One whole field: name, colon, value and its continuation lines (which start with a space or tab)."""
+_FIELDS = re.compile(rb"(?:" + _FIELD_PATTERN.replace(b"(", b"(?:", 1) + rb")*")
+"""The run of whole fields at the start of a message: where the header section ends, in one match."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Header:
     name: str
     """The field name as written (compare with :meth:`is_named`)."""
     raw: bytes
     """The whole field: name, colon, value and every folded line, with the line endings as received."""
+    lower_name: str = field(default="", compare=False, repr=False)
+    """The name in lower case (filled in when not given): signature checks compare names many times."""
+
+    def __post_init__(self) -> None:
+        if not self.lower_name:
+            object.__setattr__(self, "lower_name", self.name.lower())
 
     def is_named(self, name: str) -> bool:
-        return self.name.lower() == name.lower()
+        return self.lower_name == name.lower()
 
     @property
     def raw_value(self) -> bytes:
@@ -48,11 +57,12 @@ class Message:
         A line that is neither a field nor a continuation ends the header section (it is kept as the
         first line of the body), as most MTAs do.
         """
+        header_section = _FIELDS.match(raw)
+        position = header_section.end() if header_section else 0
         headers: list[Header] = []
-        position = 0
-        while (field_match := _FIELD.match(raw, position)) is not None:
-            headers.append(Header(field_match.group(1).decode("ascii"), field_match.group(0)))
-            position = field_match.end()
+        for field_match in _FIELD.finditer(raw, 0, position):
+            name = field_match.group(1).decode("ascii")
+            headers.append(Header(name, field_match.group(0), name.lower()))
         defects: list[str] = []
         if raw.startswith(b"\r\n", position):
             body_start = position + 2

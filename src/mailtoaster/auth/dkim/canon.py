@@ -7,6 +7,7 @@ arrived with bare LF (a file on disk, a pipe) into that form first.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _UNFOLD = re.compile(rb"\r\n(?=[ \t])")
 _WSP_RUN = re.compile(rb"[ \t]+")
@@ -45,6 +46,37 @@ def header_relaxed(raw: bytes) -> bytes:
 
 def header(raw: bytes, algorithm: str) -> bytes:
     return header_relaxed(raw) if algorithm == RELAXED else header_simple(raw)
+
+
+def headers(fields: Sequence[bytes], algorithm: str) -> bytes:
+    """Several fields, each canonicalised with :func:`header` (after :func:`to_crlf`), concatenated.
+
+    Relaxed canonicalisation of ordinary fields takes a batch path: when every CR and LF belongs to a
+    CRLF that ends a field or folds a line, ``bytes.split`` unfolds and collapses white space in one
+    call per field, with the same result as :func:`header_relaxed` (verification hashes a dozen
+    fields per signature; this is most of that time).
+    """
+    if algorithm == RELAXED and _plainly_folded(fields):
+        return b"".join(
+            [
+                name.rstrip(b" \t").lower() + b":" + b" ".join(value.split()) + b"\r\n"
+                for name, _, value in (raw.partition(b":") for raw in fields)
+            ]
+        )
+    return b"".join([header(to_crlf(raw), algorithm) for raw in fields])
+
+
+def _plainly_folded(fields: Sequence[bytes]) -> bool:
+    """Each field ends in CRLF; every other CRLF is followed by white space; no other CR, LF, VT or FF."""
+    joined = b"".join(fields)
+    line_ends = joined.count(b"\r\n")
+    return (
+        all(raw.endswith(b"\r\n") for raw in fields)
+        and joined.count(b"\r") == line_ends == joined.count(b"\n")
+        and line_ends - joined.count(b"\r\n ") - joined.count(b"\r\n\t") == len(fields)
+        and b"\x0b" not in joined
+        and b"\x0c" not in joined
+    )
 
 
 def body_simple(body: bytes) -> bytes:

@@ -40,7 +40,7 @@ def select_headers(headers: Sequence[Header], names: Sequence[str]) -> list[Head
     """
     by_name: dict[str, list[Header]] = {}
     for field in headers:
-        by_name.setdefault(field.name.lower(), []).append(field)
+        by_name.setdefault(field.lower_name, []).append(field)
     chosen: list[Header | None] = []
     for name in names:
         instances = by_name.get(name.strip().lower())
@@ -53,14 +53,11 @@ def header_hash_input(
 ) -> bytes:
     """The exact octets the header hash covers: the selected fields, canonicalised, then the
     signature field itself with ``b=`` emptied and without its final CRLF (RFC 6376 §3.7)."""
-    parts = [
-        canon.header(canon.to_crlf(field.raw), header_canon)
-        for field in select_headers(headers, names)
-        if field is not None
-    ]
-    own = canon.header(canon.strip_b_value(canon.to_crlf(signature_field)), header_canon)
-    parts.append(own[:-2])
-    return b"".join(parts)
+    fields = [field.raw for field in select_headers(headers, names) if field is not None]
+    own = canon.strip_b_value(signature_field)
+    # With b= last, emptying it also took the line break; end the field like the others.
+    fields.append(own if own.endswith((b"\r", b"\n")) else own + b"\r\n")
+    return canon.headers(fields, header_canon)[:-2]
 
 
 def canonical_body(body: bytes, body_canon: str) -> bytes:

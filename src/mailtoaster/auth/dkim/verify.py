@@ -28,7 +28,7 @@ from mailtoaster.dns import Resolver, RRType
 from mailtoaster.message import Header, Message
 
 SIGNATURE_FIELD = "DKIM-Signature"
-_NAME = SIGNATURE_FIELD
+_NAME = SIGNATURE_FIELD.lower()
 MAX_SIGNATURES = 16
 """Signatures beyond this many are reported as not evaluated (a cheap denial-of-service guard)."""
 
@@ -218,7 +218,7 @@ def _unsigned_from_fields(message: Message, names: tuple[str, ...]) -> bool:
     of a signed message; verifiers treat the From count as signed (dkimpy does the same).
     """
     signed = sum(1 for name in names if name.strip().lower() == "from")
-    return sum(1 for field in message.headers if field.is_named("From")) > signed
+    return sum(1 for field in message.headers if field.lower_name == "from") > signed
 
 
 def _granularity_matches(record: KeyRecord, signature: DkimSignature) -> bool:
