@@ -364,7 +364,7 @@ _TAGS = st.sampled_from(["i=1", "i=2", "i=0", "i=51", "i=x", "a=rsa-sha256", "a=
 @given(_NAMES, st.binary(max_size=300))
 def test_header_parsers_raise_only_their_error(name: str, value: bytes) -> None:
     with contextlib.suppress(ArcHeaderError):
-        parse_arc_field(Header(name, name.encode() + b":" + value + b"\r\n"))
+        parse_arc_field(Header.of(name, name.encode() + b":" + value + b"\r\n"))
 
 
 @settings(max_examples=200, deadline=None)

@@ -333,6 +333,47 @@ def test_canonicalisation_examples_from_rfc6376_3_4_6() -> None:
     assert canon.body_relaxed(b"") == b""
 
 
+_FIELD_PIECES = st.sampled_from(
+    [
+        b"a",
+        b"B",
+        b":",
+        b" ",
+        b"\t",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\r\n ",
+        b"\r\n\t",
+        b"\x0b",
+        b"\x0c",
+        b"\xff",
+        b"  ",
+    ]
+)
+_FIELDS = st.builds(
+    lambda name, pieces, end: name + b"".join(pieces) + end,
+    st.sampled_from([b"From:", b"Subject :", b"X-Y\t:", b"a: "]),
+    st.lists(_FIELD_PIECES, max_size=12),
+    st.sampled_from([b"\r\n", b"", b"\n", b"\r\n\r\n"]),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_FIELDS, min_size=1, max_size=5), st.sampled_from([canon.RELAXED, canon.SIMPLE]))
+def test_batched_header_canonicalisation_equals_field_by_field(fields: list[bytes], algorithm: str) -> None:
+    """canon.headers takes a fast path for ordinary fields; it must give the per-field result always."""
+    expected = b"".join(canon.header(canon.to_crlf(field), algorithm) for field in fields)
+    assert canon.headers(fields, algorithm) == expected
+
+
+def test_batched_header_canonicalisation_takes_the_fast_path_for_ordinary_fields() -> None:
+    fields = [b"From: A <a@example.com>\r\n", b"Subject:  two\r\n\t lines \r\n"]
+    assert canon._plainly_folded(fields)
+    assert canon.headers(fields, canon.RELAXED) == b"from:A <a@example.com>\r\nsubject:two lines\r\n"
+    assert not canon._plainly_folded([b"Subject: bare\rCR\r\n"])
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300))
 def test_tag_list_parser_never_raises_anything_else(text: str) -> None:
@@ -343,7 +384,7 @@ def test_tag_list_parser_never_raises_anything_else(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_signature_parser_fuzz(value: bytes) -> None:
-    field = Header("DKIM-Signature", b"DKIM-Signature:" + value + b"\r\n")
+    field = Header.of("DKIM-Signature", b"DKIM-Signature:" + value + b"\r\n")
     with contextlib.suppress(SignatureError):
         parse_signature(field)
 
@@ -369,3 +410,9 @@ async def test_a_from_field_added_above_a_singly_signed_from_fails() -> None:
     forged = raw.replace(b"From: Joe", b"From: Mallory <m@evil.example>\r\nFrom: Joe", 1)
     verdict = (await verify(forged))[0]
     assert (verdict.result, verdict.reason) == (DkimResult.FAIL, UNSIGNED_FROM)
+
+
+def test_tag_list_parser_stays_linear_on_a_long_bad_value() -> None:
+    """A value of 100,000 spaces then a NUL: a backtracking whole-list pattern would take minutes."""
+    with pytest.raises(TagListError, match="not allowed"):
+        parse_tag_list("a=" + " " * 100_000 + "\x00")

@@ -9,26 +9,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-_FIELD_PATTERN = rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*(?:\n|\Z)"
-_FIELD = re.compile(_FIELD_PATTERN)
-"""One whole field: name, colon, value and its continuation lines (which start with a space or tab)."""
-_FIELDS = re.compile(rb"(?:" + _FIELD_PATTERN.replace(b"(", b"(?:", 1) + rb")*")
+_FIELD_PATTERN = rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*+(?:\n[ \t][^\n]*+)*+(?:\n|\Z)"
+_FIELD = re.compile(rb"(" + _FIELD_PATTERN + rb")")
+"""One whole field (group 1): name (group 2), colon, value and its continuation lines (which start
+with a space or tab). Possessive, so a failed match never backtracks."""
+_FIELDS = re.compile(rb"(?:" + _FIELD_PATTERN.replace(b"(", b"(?:", 1) + rb")*+")
 """The run of whole fields at the start of a message: where the header section ends, in one match."""
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
+    """One header field. A named tuple rather than a dataclass: a message makes one per field, and
+    verification parses every message, so construction cost shows (about half a dataclass's)."""
+
     name: str
     """The field name as written (compare with :meth:`is_named`)."""
     raw: bytes
     """The whole field: name, colon, value and every folded line, with the line endings as received."""
-    lower_name: str = field(default="", compare=False, repr=False)
-    """The name in lower case (filled in when not given): signature checks compare names many times."""
+    lower_name: str
+    """The name in lower case: signature checks compare names many times."""
 
-    def __post_init__(self) -> None:
-        if not self.lower_name:
-            object.__setattr__(self, "lower_name", self.name.lower())
+    @classmethod
+    def of(cls, name: str, raw: bytes) -> Header:
+        return cls(name, raw, name.lower())
 
     def is_named(self, name: str) -> bool:
         return self.lower_name == name.lower()
@@ -59,10 +63,10 @@ class Message:
         """
         header_section = _FIELDS.match(raw)
         position = header_section.end() if header_section else 0
-        headers: list[Header] = []
-        for field_match in _FIELD.finditer(raw, 0, position):
-            name = field_match.group(1).decode("ascii")
-            headers.append(Header(name, field_match.group(0), name.lower()))
+        headers = [
+            Header(name.decode("ascii"), whole, name.lower().decode("ascii"))
+            for whole, name in _FIELD.findall(raw, 0, position)
+        ]
         defects: list[str] = []
         if raw.startswith(b"\r\n", position):
             body_start = position + 2

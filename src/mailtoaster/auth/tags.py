@@ -13,6 +13,11 @@ import re
 _TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _FWS = re.compile(r"[ \t\r\n]+")
 _VALUE_CHARS = re.compile(r"[\x21-\x3a\x3c-\x7e \t\r\n]*\Z")
+_SPEC = r"[ \t\r\n]*+[A-Za-z][A-Za-z0-9_]*+[ \t\r\n]*+=[\x21-\x3a\x3c-\x7e \t\r\n]*+"
+_WELL_FORMED = re.compile(rf"(?:{_SPEC}(?:;{_SPEC})*+(?:;[ \t\r\n]*+)?|[ \t\r\n]*+)\Z")
+"""A whole tag-list that needs no error message: one match instead of two per tag. Possessive
+quantifiers, and a value that ends only at ``;`` or the end, keep a failing match linear."""
+_FWS_CHARS = " \t\r\n"
 
 
 class TagListError(ValueError):
@@ -25,10 +30,22 @@ def parse_tag_list(text: str) -> dict[str, str]:
     One trailing ``;`` (and white space) is allowed, as the grammar says; an empty spec in the middle
     (``a=1;;b=2``) is not.
     """
-    tags: dict[str, str] = {}
     specs = text.split(";")
-    if specs and not specs[-1].strip(" \t\r\n"):
+    if not specs[-1].strip(_FWS_CHARS):
         specs.pop()
+    if _WELL_FORMED.match(text):
+        tags = {
+            name.strip(_FWS_CHARS): value.strip(_FWS_CHARS)
+            for name, _, value in (spec.partition("=") for spec in specs)
+        }
+        if len(tags) == len(specs):
+            return tags
+    return _parse_specs(specs)
+
+
+def _parse_specs(specs: list[str]) -> dict[str, str]:
+    """Tag by tag, raising at the first part that breaks the grammar, with a message saying which."""
+    tags: dict[str, str] = {}
     for position, spec in enumerate(specs, start=1):
         name, equals, value = spec.partition("=")
         name = name.strip(" \t\r\n")

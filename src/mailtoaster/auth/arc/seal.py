@@ -226,7 +226,7 @@ def _folded(name: str, tags: dict[str, str]) -> Header:
 
 def _field(text: str) -> Header:
     name = text.partition(":")[0]
-    return Header(name, text.encode("utf-8") + b"\r\n")
+    return Header.of(name, text.encode("utf-8") + b"\r\n")
 
 
 def _aar_body(message: Message, authserv_id: str, auth_results: str, cv: str) -> str:

@@ -38,14 +38,13 @@ def select_headers(headers: Sequence[Header], names: Sequence[str]) -> list[Head
     A name with no instance left selects None (it contributes nothing, which is what makes
     over-signing work).
     """
+    wanted = [name.strip().lower() for name in names]
+    wanted_set = set(wanted)
     by_name: dict[str, list[Header]] = {}
     for field in headers:
-        by_name.setdefault(field.lower_name, []).append(field)
-    chosen: list[Header | None] = []
-    for name in names:
-        instances = by_name.get(name.strip().lower())
-        chosen.append(instances.pop() if instances else None)
-    return chosen
+        if field.lower_name in wanted_set:
+            by_name.setdefault(field.lower_name, []).append(field)
+    return [instances.pop() if (instances := by_name.get(name)) else None for name in wanted]
 
 
 def header_hash_input(

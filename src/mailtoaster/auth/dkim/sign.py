@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ OVERSIGNED_HEADERS = frozenset(
         "List-Unsubscribe-Post",
     )
 )  # fmt: skip
+_RECOMMENDED_LOWER = tuple((name, name.lower()) for name in RECOMMENDED_HEADERS)
 _FOLD_WIDTH = 76
 
 
@@ -59,14 +61,11 @@ class DkimSigner:
 
 def default_signed_headers(message: Message) -> list[str]:
     """The §5.4.1 set present in ``message``, over-signing the fields that must be unique."""
-    counts: dict[str, int] = {}
-    for field in message.headers:
-        counts[field.name.lower()] = counts.get(field.name.lower(), 0) + 1
+    counts = Counter(field.lower_name for field in message.headers)
     names: list[str] = []
-    for name in RECOMMENDED_HEADERS:
-        present = counts.get(name.lower(), 0)
-        extra = 1 if name.lower() in OVERSIGNED_HEADERS else 0
-        names.extend([name] * (present + extra if present else 0))
+    for name, lower_name in _RECOMMENDED_LOWER:
+        if present := counts[lower_name]:
+            names.extend([name] * (present + (lower_name in OVERSIGNED_HEADERS)))
     return names
 
 

@@ -83,8 +83,8 @@ def parse_signature(field: Header, options: ParseOptions | None = None) -> DkimS
     selector = tags["s"].strip()
     if not domain or not selector:
         raise SignatureError("empty d= or s=")
-    signed_headers = tuple(name.strip(" \t\r\n") for name in tags["h"].split(":"))
-    if "from" not in (name.lower() for name in signed_headers):
+    signed_headers = tuple([name.strip(" \t\r\n") for name in tags["h"].split(":")])
+    if "from" not in map(str.lower, signed_headers):
         raise SignatureError("h= does not include From")
     identity = _identity(tags.get("i"), domain)
     _check_query_methods(tags.get("q"))

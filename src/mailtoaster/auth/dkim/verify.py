@@ -56,6 +56,10 @@ class DkimVerifyOptions:
     max_signatures: int = MAX_SIGNATURES
 
 
+_DEFAULT_OPTIONS = DkimVerifyOptions()
+_PARSE_OPTIONS = {accept: ParseOptions(accept_drafts=accept) for accept in (False, True)}
+
+
 class KeyProblem(Exception):
     """Why a signature has no usable key: the result to report and the reason."""
 
@@ -69,10 +73,8 @@ async def verify_dkim(
     message: Message, resolver: Resolver, options: DkimVerifyOptions | None = None
 ) -> list[DkimVerdict]:
     """One verdict per DKIM-Signature field, in header order (an unsigned message gives [])."""
-    options = options or DkimVerifyOptions()
-    fields = [
-        (index, field) for index, field in enumerate(message.headers) if field.is_named(SIGNATURE_FIELD)
-    ]
+    options = options or _DEFAULT_OPTIONS
+    fields = [(index, field) for index, field in enumerate(message.headers) if field.lower_name == _NAME]
     checked = fields[: options.max_signatures]
     if len(checked) == 1:  # the common case; a task per signature costs more than the verification
         verdicts = [await _verify_one(message, *checked[0], resolver, options)]
@@ -95,7 +97,7 @@ async def _verify_one(
     message: Message, index: int, field: Header, resolver: Resolver, options: DkimVerifyOptions
 ) -> DkimVerdict:
     try:
-        signature = parse_signature(field, ParseOptions(accept_drafts=options.accept_drafts))
+        signature = parse_signature(field, _PARSE_OPTIONS[options.accept_drafts])
     except UnsupportedAlgorithm as error:
         return _unparsed(field, index, DkimResult.FAIL, str(error))
     except SignatureError as error:
@@ -217,8 +219,8 @@ def _unsigned_from_fields(message: Message, names: tuple[str, ...]) -> bool:
     RFC 6376 §8.15: a second From shown to the reader above the signed one is the classic forgery
     of a signed message; verifiers treat the From count as signed (dkimpy does the same).
     """
-    signed = sum(1 for name in names if name.strip().lower() == "from")
-    return sum(1 for field in message.headers if field.lower_name == "from") > signed
+    signed = [name.strip().lower() for name in names].count("from")
+    return [field.lower_name for field in message.headers].count("from") > signed
 
 
 def _granularity_matches(record: KeyRecord, signature: DkimSignature) -> bool:
