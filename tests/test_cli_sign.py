@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,23 @@ def test_arc_seal_validates_and_copies_this_servers_results(
     )
     outcome = asyncio.run(validate_arc(message, published(keys_dir)))
     assert (outcome.result, outcome.sets) == (ArcResult.PASS, 1)
+
+
+async def test_stdin_and_repeated_selectors(
+    keys_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """``-`` reads the message from standard input; each --selector given signs, and only those."""
+    create_key(keys_dir, "example.org", "spare", key_type=KeyType.RSA)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(MESSAGE)))
+    argv = ["sign", "-", "--domain", "example.org", "--keys-dir", str(keys_dir)]
+    code = main([*argv, "--selector", "ed2026", "--selector", "spare"])
+    out, err = capsysbinary.readouterr()
+    assert code == 0, err
+    assert out.endswith(MESSAGE)
+    verdicts = await verify_dkim(Message.parse(out), published(keys_dir))
+    assert sorted((verdict.selector, verdict.result) for verdict in verdicts) == [
+        ("ed2026", DkimResult.PASS),
+        ("spare", DkimResult.PASS),
+    ]

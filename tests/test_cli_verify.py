@@ -3,6 +3,7 @@ real DNS server on 127.0.0.1), records published by ``dns records``, and bad inp
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -12,7 +13,11 @@ from pathlib import Path
 import authres
 import pytest
 
+from mailtoaster.auth.dkim import canon, engine
 from mailtoaster.cli import main
+from mailtoaster.keys import dkim_record_text
+from mailtoaster.keys.store import load_private_key
+from mailtoaster.message import Message
 from tests.dnsserver import DnsTestServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,3 +292,52 @@ def test_console_script_runs() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("SPF check:          pass\nSender-ID check:    pass\n")
+
+
+def test_body_length_and_testing_key_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A signature with l= from a t=y key, and a P.S. appended after signing: the text report, the JSON
+    and Authentication-Results say t=y and how much is unsigned, and the signature does not pass."""
+    key = load_private_key(ROOT / "examples" / "keys" / "sample.com" / "default")
+    zone = tmp_path / "testing.zone"
+    record = dkim_record_text(key.public_key()).replace("v=DKIM1; ", "v=DKIM1; t=y; ")
+    strings = " ".join(f'"{record[i : i + 200]}"' for i in range(0, len(record), 200))
+    zone.write_text(ZONE.read_text() + f"testing._domainkey.sample.com. IN TXT {strings}\n")
+    message = b"From: jsmith@sample.com\r\nSubject: partial\r\n\r\nSigned part.\r\n"
+    covered = len(canon.body_relaxed(Message.parse(message).body))
+    body_hash = base64.b64encode(engine.body_hash(Message.parse(message).body, "relaxed", "sha256")).decode()
+    unsigned = (
+        "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=sample.com; s=testing; "
+        f"h=From:Subject; l={covered}; bh={body_hash}; b="
+    ).encode()
+    data = engine.header_hash_input(Message.parse(message).headers, ["From", "Subject"], unsigned, "relaxed")
+    signature = base64.b64encode(engine.sign_bytes(key, "rsa-sha256", data))
+    path = tmp_path / "partial.eml"
+    path.write_bytes(unsigned + signature + b"\r\n" + message + b"P.S. added later\r\n")
+    args = [
+        str(path),
+        "--ip",
+        "69.36.226.12",
+        "--helo",
+        "mail.sample.com",
+        "--mail-from",
+        "jsmith@sample.com",
+    ]
+    args += ["--dns-zone", str(zone)]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert "DKIM check:         policy" in out.splitlines()
+    assert "the key is in testing mode (t=y)" in out
+    assert f"l={covered}: 18 body octets are not signed" in out
+    assert "l= leaves 18 body octets unsigned" in out.splitlines()[-1]
+    assert "key in testing mode \\(t=y\\)" in out.splitlines()[-1]  # parentheses escaped in a comment
+    _, out, _ = run(capsys, *args, "--json")
+    entry = json.loads(out)["dkim"][0]
+    assert (entry["result"], entry["testing"], entry["body_length"], entry["unsigned_body_octets"]) == (
+        "policy",
+        True,
+        covered,
+        18,
+    )
+    dmarc = json.loads(out)["dmarc"]
+    assert (dmarc["result"], dmarc["spf_aligned"], dmarc["dkim_aligned"]) == ("pass", True, False)
+    assert dmarc["dkim_domains"] == []  # the l= signature is not counted as a DKIM pass

@@ -25,7 +25,13 @@ from mailtoaster.auth.dkim import (
 )
 from mailtoaster.auth.dkim.engine import PrivateKey
 from mailtoaster.auth.dkim.signature import SignatureError
-from mailtoaster.auth.dkim.verify import BODY_HASH_MISMATCH, KEY_REVOKED, SIGNATURE_MISMATCH, UNSIGNED_FROM
+from mailtoaster.auth.dkim.verify import (
+    BODY_HASH_MISMATCH,
+    KEY_REVOKED,
+    PARTIAL_BODY,
+    SIGNATURE_MISMATCH,
+    UNSIGNED_FROM,
+)
 from mailtoaster.auth.tags import TagListError, parse_tag_list
 from mailtoaster.dns import RRType, StaticResolver
 from mailtoaster.message import Header, Message
@@ -200,21 +206,39 @@ async def test_testing_flag_and_body_length_are_reported_not_trusted() -> None:
     assert verdict.passed and verdict.testing
 
 
-async def test_l_tag_reports_the_octets_it_leaves_unsigned() -> None:
-    """A signature made with l= (by another signer) covers a prefix; the rest is counted as unsigned."""
+def _signed_with_l(unsigned_octets: int) -> bytes:
+    """A DKIM-Signature field (made as another signer would, with l=) for MESSAGE, whose l= leaves
+    the last ``unsigned_octets`` of the canonical body out."""
     from mailtoaster.auth.dkim import engine
 
     headers = Message.parse(MESSAGE).headers
     body = Message.parse(MESSAGE).body
-    covered = len(canon.body_simple(body)) - 6
+    covered = len(canon.body_simple(body)) - unsigned_octets
     body_hash = base64.b64encode(engine.body_hash(body, "simple", "sha256", covered)).decode()
     tags = f"v=1; a=rsa-sha256; d={DOMAIN}; s=rsa; h=From:Subject; l={covered}; bh={body_hash}; b="
     unsigned = f"DKIM-Signature: {tags}".encode()
     data = engine.header_hash_input(headers, ["From", "Subject"], unsigned, "simple")
-    field = unsigned + base64.b64encode(engine.sign_bytes(RSA_KEY, "rsa-sha256", data)) + b"\r\n"
-    verdict = (await verify(field + MESSAGE + b"P.S. appended by a list\r\n"))[0]
+    return unsigned + base64.b64encode(engine.sign_bytes(RSA_KEY, "rsa-sha256", data)) + b"\r\n"
+
+
+async def test_l_tag_covering_the_whole_body_passes_and_is_reported() -> None:
+    verdict = (await verify(_signed_with_l(0) + MESSAGE))[0]
     assert verdict.passed
-    assert verdict.unsigned_body_octets == 6 + len(b"P.S. appended by a list\r\n")
+    assert verdict.body_length == len(canon.body_simple(Message.parse(MESSAGE).body))
+    assert verdict.unsigned_body_octets == 0
+
+
+async def test_l_tag_is_not_trusted_to_cover_content_after_it() -> None:
+    """Content beyond l= (here a list's P.S.) would ride on the signer's name: the signature verifies
+    but is reported as policy, with the unsigned octets counted; an option restores RFC 6376's pass."""
+    appended = b"P.S. appended by a list\r\n"
+    raw = _signed_with_l(6) + MESSAGE + appended
+    verdict = (await verify(raw))[0]
+    assert verdict.result is DkimResult.POLICY
+    assert verdict.reason == PARTIAL_BODY.format(octets=6 + len(appended))
+    assert verdict.unsigned_body_octets == 6 + len(appended)
+    lenient = (await verify(raw, accept_partial_body=True))[0]
+    assert lenient.passed and lenient.unsigned_body_octets == 6 + len(appended)
 
 
 @pytest.mark.parametrize(

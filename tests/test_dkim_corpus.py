@@ -3,19 +3,29 @@
 * Mail::DKIM's corpus (62 DKIM messages, its fake DNS, ``expected.tsv``) in two modes: the default,
   which follows RFC 6376 strictly, and ``accept_drafts`` (Mail::DKIM's behaviour for pre-RFC drafts).
 * mail-auth's six messages (RFC 8463 example, real list and provider mail) at their recorded time.
-* dkimpy's RFC 6376 / RFC 8463 example message and Exim-signed Ed25519 message.
+* dkimpy's RFC 6376 / RFC 8463 example message and Exim-signed Ed25519 message, and every dkimpy key
+  signing every dkimpy message (checked by dkimpy too).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from mailtoaster.auth.dkim import DkimResult, DkimVerdict, DkimVerifyOptions, verify_dkim
+from mailtoaster.auth.dkim import (
+    DkimResult,
+    DkimSigner,
+    DkimVerdict,
+    DkimVerifyOptions,
+    sign_message,
+    verify_dkim,
+)
+from mailtoaster.auth.dkim.canon import to_crlf
 from mailtoaster.auth.dkim.verify import BODY_HASH_MISMATCH, SIGNATURE_MISMATCH
 from mailtoaster.dns import RRType, StaticResolver
 from mailtoaster.message import Message
 from tests import dkimcorpus
 from tests.dkimcorpus import ExpectedCase
+from tests.peers import KeyZone, PeerKey, dkimpy_problem, dkimpy_verify, require
 
 pytestmark = pytest.mark.skipif(not dkimcorpus.available(), reason="shared testdata not present")
 
@@ -185,3 +195,54 @@ async def test_exim_signed_ed25519_message() -> None:
     resolver = dkimpy_resolver({"sed._domainkey.test.ex": dkimcorpus.dkimpy_key_record("eximtest.dns")})
     verdicts = await verify_dkim(Message.parse(dkimcorpus.dkimpy_file("ed25519test2.msg")), resolver)
     assert [verdict.result for verdict in verdicts] == [DkimResult.PASS]
+
+
+DKIMPY_KEYS = {
+    "test": ("test.private", "test.txt"),
+    "test2": ("test2.private", "test2.txt"),
+    "ed25519test": ("ed25519test.key", "ed25519test.dns"),
+    "rfc8032_7_1": ("rfc8032_7_1.key", None),  # RFC 8032 §7.1 test 1: the RFC 8463 key
+}
+DKIMPY_MESSAGES = (
+    "test.message",
+    "test2.message",
+    "test_extra.message",
+    "message.mbox",
+    "ed25519test.msg",
+    "rfc6376.msg",
+)
+
+
+def _dkimpy_unsigned(name: str) -> bytes:
+    """A dkimpy message, CRLF, without an mbox ``From `` line and without the signatures it carries."""
+    raw = to_crlf(dkimcorpus.dkimpy_file(name))
+    if raw.startswith(b"From "):
+        raw = raw.split(b"\r\n", 1)[1]
+    message = Message.parse(raw)
+    kept = [field.raw for field in message.headers if field.lower_name != "dkim-signature"]
+    return b"".join(kept) + b"\r\n" + message.body
+
+
+@pytest.mark.parametrize("canonicalization", ["simple/simple", "relaxed/relaxed"])
+@pytest.mark.parametrize("message_name", DKIMPY_MESSAGES)
+@pytest.mark.parametrize("key_name", list(DKIMPY_KEYS))
+async def test_dkimpy_keys_sign_dkimpy_messages(
+    key_name: str, message_name: str, canonicalization: str
+) -> None:
+    """Every dkimpy key signs every dkimpy message; the signature verifies with the key record file
+    dkimpy ships, here and in dkimpy itself; a line added to the body fails it in both."""
+    require(dkimpy_problem())
+    private_file, record_file = DKIMPY_KEYS[key_name]
+    key = PeerKey("example.com", "test", dkimcorpus.dkimpy_private_key(private_file))
+    zone = KeyZone()
+    zone.add(key.name, dkimcorpus.dkimpy_key_record(record_file) if record_file else RFC8463_ED25519_RECORD)
+    signer = DkimSigner(key.domain, key.selector, key.private_key, canonicalization=canonicalization)
+    signed = sign_message(_dkimpy_unsigned(message_name), [signer])
+    verdicts = await verify_dkim(Message.parse(signed), zone.resolver())
+    assert [(verdict.algorithm, verdict.result) for verdict in verdicts] == [(key.algorithm, DkimResult.PASS)]
+    assert dkimpy_verify(signed, zone) == [True]
+    tampered = signed + b"Added after signing.\r\n"
+    assert [verdict.reason for verdict in await verify_dkim(Message.parse(tampered), zone.resolver())] == [
+        BODY_HASH_MISMATCH
+    ]
+    assert dkimpy_verify(tampered, zone) == [False]

@@ -64,7 +64,7 @@ def _dkim_result(verdict: DkimVerdict) -> authres.DKIMAuthenticationResult:
         notes.insert(0, key_description(verdict))
     if verdict.testing:
         notes.append("key in testing mode (t=y)")
-    if verdict.unsigned_body_octets:
+    if verdict.unsigned_body_octets and verdict.passed:  # otherwise the reason says so already
         notes.append(f"{verdict.unsigned_body_octets} body octets beyond l= are not signed")
     result = authres.DKIMAuthenticationResult(
         result=verdict.result.value,

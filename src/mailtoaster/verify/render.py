@@ -111,10 +111,14 @@ def _dkim_rows(verdicts: tuple[DkimVerdict, ...]) -> list[tuple[str, object]]:
         if verdict.testing:
             rows.append(("", "the key is in testing mode (t=y)"))
         if verdict.body_length is not None:
-            rows.append(
-                ("", f"l={verdict.body_length}: {verdict.unsigned_body_octets} body octets are not signed")
-            )
+            rows.append(("", _body_length_note(verdict)))
     return rows
+
+
+def _body_length_note(verdict: DkimVerdict) -> str:
+    if verdict.unsigned_body_octets is None:
+        return f"l={verdict.body_length}: the body was not checked"
+    return f"l={verdict.body_length}: {verdict.unsigned_body_octets} body octets are not signed"
 
 
 def _adsp_rows(outcome: AdspOutcome) -> list[tuple[str, object]]:

@@ -38,8 +38,9 @@ class DkimVerdict:
     signed_headers: tuple[str, ...] = ()
     body_length: int | None = None
     """``l=``: only this many body octets are covered; content after them is not."""
-    unsigned_body_octets: int = 0
-    """Canonical body octets beyond ``l=``, i.e. content the signature does not vouch for."""
+    unsigned_body_octets: int | None = 0
+    """Canonical body octets beyond ``l=``, i.e. content the signature does not vouch for; None when
+    the signature has ``l=`` but verification stopped before the body was measured."""
     testing: bool = False
     """The key record says ``t=y``: the domain is testing DKIM, and asks verifiers not to act on it."""
     timestamp: int | None = None

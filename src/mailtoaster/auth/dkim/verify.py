@@ -40,6 +40,7 @@ SIGNATURE_EXPIRED = "signature expired"
 UNSIGNED_FROM = "the message has a From field the signature does not cover"
 VERIFIED = "signature verified"
 SHA1_REFUSED = "signature verified, but rsa-sha1 is not acceptable (RFC 8301)"
+PARTIAL_BODY = "signature verified, but l= leaves {octets} body octets unsigned (RFC 6376 §8.2)"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class DkimVerifyOptions:
     """Mail::DKIM compatibility: pre-standard signatures without ``v=1`` are evaluated, and a key's
     RFC 4871 ``g=`` granularity is enforced against ``i=`` (RFC 6376 dropped both)."""
     max_signatures: int = MAX_SIGNATURES
+    accept_partial_body: bool = False
+    """Count a signature whose ``l=`` leaves body content unsigned as passing. Off by default: such
+    content (an appended paragraph, a whole new MIME part) would ride on the signer's name, so the
+    signature is reported as ``policy``, as Maddy and rspamd refuse it (RFC 6376 §8.2)."""
 
 
 _DEFAULT_OPTIONS = DkimVerifyOptions()
@@ -188,7 +193,7 @@ def check_signature(
     def verdict(result: DkimResult, reason: str) -> DkimVerdict:
         return _verdict(signature, index, result, reason, record=record, bits=bits, body=body_octets)
 
-    body_octets = 0
+    body_octets: int | None = None
     if options.accept_drafts and not _granularity_matches(record, signature):
         return verdict(DkimResult.PERMERROR, f"key g={record.granularity} does not match i=")
     if engine.key_type(signature.algorithm) == "rsa" and bits < options.min_rsa_bits:
@@ -210,6 +215,8 @@ def check_signature(
         return verdict(DkimResult.FAIL, SIGNATURE_MISMATCH)
     if signature.algorithm == engine.RSA_SHA1 and not options.allow_sha1:
         return verdict(DkimResult.POLICY, SHA1_REFUSED)
+    if len(covered) < body_octets and not options.accept_partial_body:
+        return verdict(DkimResult.POLICY, PARTIAL_BODY.format(octets=body_octets - len(covered)))
     return verdict(DkimResult.PASS, VERIFIED)
 
 
@@ -244,9 +251,11 @@ def _verdict(
     reason: str,
     record: KeyRecord | None = None,
     bits: int | None = None,
-    body: int = 0,
+    body: int | None = None,
 ) -> DkimVerdict:
-    unsigned = max(0, body - signature.body_length) if signature.body_length is not None else 0
+    unsigned: int | None = 0
+    if signature.body_length is not None:
+        unsigned = None if body is None else max(0, body - signature.body_length)
     return DkimVerdict(
         result=result,
         reason=reason,
