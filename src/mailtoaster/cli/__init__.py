@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from mailtoaster import __version__
-from mailtoaster.cli import dns_records, keygen, sign, verify
+from mailtoaster.cli import directory, dns_records, keygen, queue, sign, verify
 from mailtoaster.cli.common import EXIT_USAGE, CliError
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE from sysexits.h
 
-SUBCOMMANDS = (verify, sign, keygen, dns_records)
+SUBCOMMANDS = (verify, sign, keygen, dns_records, directory, queue)
 
 
 class _ArgumentParser(argparse.ArgumentParser):
