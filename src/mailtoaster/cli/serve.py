@@ -1,0 +1,85 @@
+"""``mailtoaster serve``: run the mail server (embedded default without a configuration file)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from mailtoaster.cli.common import CliError
+from mailtoaster.config import Config, ConfigError, load_config, with_overrides
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the mail server",
+        description="Run the mail server: SMTP, submission, local delivery and the outbound queue. "
+        "With no configuration file it listens on 127.0.0.1 and keeps its data under ./var.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration (see docs/configuration.md)")
+    parser.add_argument("--data-dir", metavar="DIR", help="data directory (default ./var)")
+    parser.add_argument("--rules", metavar="FILE", help="client rules in tcprules format (tcp.smtp)")
+    parser.add_argument("--bind", metavar="ADDR", action="append", help="listen address (repeatable)")
+    parser.add_argument("--smtp-port", type=int, metavar="N", help="SMTP port (default 2525)")
+    parser.add_argument(
+        "--submission-port", type=int, metavar="N", help="submission, STARTTLS (default 5870)"
+    )
+    parser.add_argument("--smtps-port", type=int, metavar="N", help="submission, implicit TLS (default 4650)")
+    parser.add_argument("--hostname", metavar="NAME", help="this server's name (default: the FQDN)")
+    dns = parser.add_mutually_exclusive_group()
+    dns.add_argument("--dns-zone", metavar="FILE", help="answer DNS queries from this BIND master file")
+    dns.add_argument("--nameserver", metavar="HOST[:PORT]", action="append", help="DNS server to ask")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        raise CliError(str(error)) from error
+    config = with_overrides(
+        config,
+        "server",
+        data_dir=args.data_dir,
+        bind=tuple(args.bind) if args.bind else None,
+        smtp_port=args.smtp_port,
+        submission_port=args.submission_port,
+        smtps_port=args.smtps_port,
+        hostname=args.hostname,
+    )
+    config = with_overrides(config, "rules", file=args.rules)
+    nameservers = tuple(args.nameserver) if args.nameserver else None
+    config = with_overrides(config, "dns", zone_file=args.dns_zone, nameservers=nameservers)
+    for name in ("smtp_port", "submission_port", "smtps_port"):
+        port = getattr(config.server, name)
+        if not 0 <= port <= 65535:
+            raise CliError(f"--{name.replace('_', '-')} {port} is not a port number")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config: Config) -> int:
+    from mailtoaster.server import MailServer, StartupError
+
+    try:
+        server = MailServer(config)
+        await server.start()
+    except StartupError as error:
+        raise CliError(str(error)) from error
+    server.install_signal_handlers()
+    print(server.welcome(), flush=True)
+    await server.wait_stopped()
+    return 0

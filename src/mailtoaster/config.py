@@ -1,0 +1,220 @@
+"""The server's configuration: an embedded default that runs with no file at all, and a TOML file that
+overrides any part of it.
+
+Every setting lives in one frozen dataclass per TOML table. A file may leave out anything; an unknown
+table or key is an error (a misspelt setting silently doing nothing is how mail servers end up open
+relays). ``docs/configuration.md`` describes every setting; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RULES = '127.:allow,RELAYCLIENT=""\n::1:allow,RELAYCLIENT=""\n:allow\n'
+"""With no rules file: loopback clients may relay (the classic tcp.smtp first line), everyone else may
+send to local users only."""
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)\Z")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or says something invalid; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    hostname: str = ""
+    """The name in the greeting, Received fields and bounces; empty: this machine's FQDN."""
+    data_dir: str = "./var"
+    bind: tuple[str, ...] = ("127.0.0.1",)
+    smtp_port: int = 2525
+    submission_port: int = 5870
+    """Submission with STARTTLS (RFC 6409); AUTH is offered only after TLS."""
+    smtps_port: int = 4650
+    """Submission with implicit TLS (RFC 8314)."""
+    authserv_id: str = ""
+    """The authserv-id of our Authentication-Results fields; empty: the hostname."""
+    max_message_size: int = 25 * 1024 * 1024
+    max_line_length: int = 998
+    """Octets per line, CRLF not counted (RFC 5321 §4.5.3.1.6)."""
+    max_recipients: int = 100
+    timeout: float = 300.0
+    """Seconds of client silence before the connection is closed (RFC 5321 §4.5.3.2.7 suggests 5 min)."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert: str = ""
+    """PEM certificate chain; empty: ``<data_dir>/tls/cert.pem``, made self-signed on first start."""
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class RulesSettings:
+    file: str = ""
+    """A tcprules source file (tcp.smtp); empty: :data:`DEFAULT_RULES`."""
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    zone_file: str = ""
+    """Answer from this BIND master file instead of DNS (tests, offline demos)."""
+    nameservers: tuple[str, ...] = ()
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    spf_behavior: int = 1
+    """qmail-spf's SPFBEHAVIOR for clients whose rule does not set it: 0 off, 1 headers only, ... 6."""
+    dmarc_reject: bool = False
+    """Refuse (550 5.7.1) mail whose DMARC disposition is ``reject``; off: record it only."""
+    dmarc_quarantine: bool = True
+    """Deliver mail whose DMARC disposition is ``quarantine`` to the recipient's Junk folder."""
+
+
+@dataclass(frozen=True)
+class SigningSettings:
+    dkim: bool = True
+    """Sign relayed mail with every key its From domain has in the key store."""
+    domainkeys: bool = False
+    """Also add a DomainKey-Signature (as DKSIGN did for qmail-dk)."""
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    lifetime: float = 5 * 86400.0
+    """Seconds a message may stay in the queue before it bounces (``"5d"`` in the file)."""
+    first_retry: float = 300.0
+    """Wait after the first failed attempt; doubled after each further one."""
+    max_retry: float = 7200.0
+    """The longest wait between two attempts."""
+    port: int = 25
+    """The port remote exchangers are contacted on (tests use another)."""
+    smarthost: str = ""
+    """``host[:port]``: hand all remote mail to this relay instead of looking up MX records."""
+    require_tls: bool = False
+    concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    rules: RulesSettings = field(default_factory=RulesSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    signing: SigningSettings = field(default_factory=SigningSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """The configuration in ``path`` over the defaults; ``None`` gives the defaults alone."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return config_from_mapping(document, source=str(path))
+
+
+def config_from_mapping(document: dict[str, Any], source: str = "<config>") -> Config:
+    tables: dict[str, Any] = {}
+    known = {item.name: item for item in dataclasses.fields(Config)}
+    for table_name, values in document.items():
+        if table_name not in known:
+            raise ConfigError(f"{source}: unknown table [{table_name}] (known: {', '.join(known)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{table_name}] must be a table")
+        settings_type = _settings_type(table_name)
+        tables[table_name] = _settings(settings_type, values, f"{source}: [{table_name}]")
+    return Config(**tables)
+
+
+def with_overrides(config: Config, table: str, **values: Any) -> Config:
+    """``config`` with some settings of one table replaced (command-line options); None means keep."""
+    given = {name: value for name, value in values.items() if value is not None}
+    if not given:
+        return config
+    current = getattr(config, table)
+    return dataclasses.replace(config, **{table: dataclasses.replace(current, **given)})
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Seconds from a number or a string such as ``"90s"``, ``"30m"``, ``"5d"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value.strip())):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        raise ConfigError(f'{where}: expected a duration such as 30, "90s", "12h" or "5d", got {value!r}')
+    if seconds <= 0:
+        raise ConfigError(f"{where}: must be more than zero")
+    return seconds
+
+
+_DURATION_SETTINGS = {
+    ("QueueSettings", "lifetime"),
+    ("QueueSettings", "first_retry"),
+    ("QueueSettings", "max_retry"),
+    ("ServerSettings", "timeout"),
+}
+
+
+def _settings_type(table_name: str) -> type[Any]:
+    annotation = {item.name: item for item in dataclasses.fields(Config)}[table_name].default_factory
+    assert isinstance(annotation, type)
+    return annotation
+
+
+def _settings(settings_type: type[Any], values: dict[str, Any], where: str) -> Any:
+    fields = {item.name: item for item in dataclasses.fields(settings_type)}
+    converted: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in fields:
+            raise ConfigError(f"{where}: unknown setting {name!r} (known: {', '.join(fields)})")
+        default = fields[name].default
+        converted[name] = _convert(value, default, (settings_type.__name__, name), f"{where} {name}")
+    return settings_type(**converted)
+
+
+def _convert(value: Any, default: Any, key: tuple[str, str], where: str) -> Any:
+    if key in _DURATION_SETTINGS:
+        return parse_duration(value, where)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where}: expected a whole number of at least 0, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{where}: expected a number above 0, got {value!r}")
+        return float(value)
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value

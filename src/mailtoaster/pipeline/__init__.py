@@ -1,0 +1,22 @@
+"""From the end of DATA to the mailboxes and the queue: checks, decisions, trace fields, routing."""
+
+from mailtoaster.pipeline.decide import InboundVerdict, decide_inbound
+from mailtoaster.pipeline.process import (
+    Mailboxes,
+    Outbound,
+    Pipeline,
+    PipelineSettings,
+    Signer,
+    Submission,
+)
+
+__all__ = [
+    "InboundVerdict",
+    "Mailboxes",
+    "Outbound",
+    "Pipeline",
+    "PipelineSettings",
+    "Signer",
+    "Submission",
+    "decide_inbound",
+]

@@ -1,0 +1,248 @@
+"""One message's way from the end of DATA to its mailboxes and the queue.
+
+Inbound mail (from clients that may not relay) is checked — SPF, Sender ID, DomainKeys, DKIM, ADSP,
+DMARC, ARC — and judged by the client's rules (:mod:`mailtoaster.pipeline.decide`); outbound mail
+(relay clients, authenticated users) is signed instead. Local recipients get the message in their
+Maildir (Junk when it is spam and they quarantine), remote ones through the durable queue. The reply
+is ``250`` only after every copy is on disk: an accepted message is never lost, and a failure before
+that point is a ``451`` so the client keeps its copy and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Protocol
+
+from mailtoaster.dns import Resolver
+from mailtoaster.message import Message
+from mailtoaster.pipeline.decide import InboundVerdict, decide_inbound
+from mailtoaster.pipeline.headers import TraceInfo, fold, protocol_name, received_field, without_our_results
+from mailtoaster.policy import DEFAULT_BAD_MIME_TYPES, ClientPolicy, find_forbidden_attachment
+from mailtoaster.queue.spool import new_queue_id
+from mailtoaster.verify import Envelope, VerifyReport, verify_message
+
+log = logging.getLogger("mailtoaster.smtp")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A complete message and everything known about how it arrived."""
+
+    client_ip: str
+    client_name: str
+    """The EHLO/HELO argument."""
+    reverse_name: str | None
+    mail_from: str
+    recipients: tuple[str, ...]
+    policy: ClientPolicy
+    authenticated_as: str | None
+    tls: bool
+    extended: bool
+    spool: Path
+    size: int
+
+    @property
+    def outbound(self) -> bool:
+        """Sent by someone allowed to relay: signed, not judged."""
+        return self.policy.relay or self.authenticated_as is not None
+
+
+class Mailboxes(Protocol):
+    """Local delivery, as the server wires it to the directory and Maildir++ store."""
+
+    def is_local(self, address: str) -> bool: ...
+
+    def expand(self, address: str) -> tuple[list[str], list[str]]:
+        """(local mailbox addresses, external forward addresses) for one accepted local recipient."""
+        ...
+
+    def deliver(self, mailbox: str, message: bytes, *, spam: bool) -> None:
+        """Into the mailbox's INBOX, or its Junk folder when ``spam`` and the user quarantines."""
+        ...
+
+
+class Outbound(Protocol):
+    def enqueue(self, message: bytes, sender: str, recipients: Sequence[str]) -> str:
+        """Durably queued when it returns; the queue id."""
+        ...
+
+
+class Signer(Protocol):
+    def signature_fields(self, message: bytes, message_parsed: Message, policy: ClientPolicy) -> bytes:
+        """DKIM (and DomainKeys) fields to put on top of ``message``; empty when nothing signs."""
+        ...
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    hostname: str
+    authserv_id: str
+    dmarc_reject: bool = False
+    dmarc_quarantine: bool = True
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        *,
+        resolver: Resolver,
+        mailboxes: Mailboxes,
+        outbound: Outbound,
+        signer: Signer,
+        queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._settings = settings
+        self._resolver = resolver
+        self._mailboxes = mailboxes
+        self._outbound = outbound
+        self._signer = signer
+        self._queued = queued
+        """Called (in the event loop) after something was queued: wakes the queue runner."""
+
+    async def process(self, submission: Submission) -> str:
+        started = time.monotonic()
+        queue_id = new_queue_id(time.time())
+        raw = await asyncio.to_thread(submission.spool.read_bytes)
+        message = Message.parse(raw)
+        report, verdict = (None, None) if submission.outbound else await self._judge(submission, raw, message)
+        if verdict is not None and verdict.decision.action != "accept":
+            reply = verdict.decision.reply
+            _log_transaction(submission, queue_id, report, verdict, reply, started)
+            return reply
+        try:
+            await self._store(submission, queue_id, raw, message, report, verdict)
+        except Exception:
+            log.exception("id=%s delivery failed; the client keeps the message and will retry", queue_id)
+            reply = "451 4.3.0 Temporary failure storing the message, please try again later"
+        else:
+            reply = f"250 2.0.0 Ok: queued as {queue_id}"
+        _log_transaction(submission, queue_id, report, verdict, reply, started)
+        return reply
+
+    async def _judge(
+        self, submission: Submission, raw: bytes, message: Message
+    ) -> tuple[VerifyReport, InboundVerdict]:
+        envelope = Envelope(ip_address(submission.client_ip), submission.client_name, submission.mail_from)
+        report = await verify_message(message, envelope, self._resolver, self._settings.authserv_id)
+        policy = submission.policy
+        forbidden = None
+        if policy.bad_mime_types or policy.bad_loader_types:
+            forbidden = await asyncio.to_thread(
+                find_forbidden_attachment,
+                raw,
+                bad_mime_types=DEFAULT_BAD_MIME_TYPES if policy.bad_mime_types else (),
+                loader_types=policy.bad_loader_types,
+            )
+        verdict = decide_inbound(
+            report,
+            policy,
+            dmarc_reject=self._settings.dmarc_reject,
+            dmarc_quarantine=self._settings.dmarc_quarantine,
+            forbidden_attachment=forbidden,
+        )
+        return report, verdict
+
+    async def _store(
+        self,
+        submission: Submission,
+        queue_id: str,
+        raw: bytes,
+        message: Message,
+        report: VerifyReport | None,
+        verdict: InboundVerdict | None,
+    ) -> None:
+        mailboxes, remote = self._route(submission.recipients)
+        trace = self._trace(submission, queue_id)
+        if report is not None:
+            raw = without_our_results(raw, message, self._settings.authserv_id)
+            results = fold(report.received_spf) + fold(report.authentication_results)
+        else:
+            results = b""
+        local_copy = trace + results + raw
+        spam = _carries_spam_flag(message) or (verdict is not None and verdict.quarantine)
+        for mailbox in mailboxes:
+            await asyncio.to_thread(self._mailboxes.deliver, mailbox, local_copy, spam=spam)
+        if remote:
+            signatures = b""
+            if submission.outbound:
+                signatures = await asyncio.to_thread(
+                    self._signer.signature_fields, raw, message, submission.policy
+                )
+            remote_copy = signatures + trace + results + raw
+            await asyncio.to_thread(self._outbound.enqueue, remote_copy, submission.mail_from, remote)
+            self._queued()
+
+    def _route(self, recipients: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(local mailboxes, remote addresses), aliases expanded, each once."""
+        mailboxes: dict[str, None] = {}
+        remote: dict[str, None] = {}
+        for recipient in recipients:
+            if not self._mailboxes.is_local(recipient):
+                remote[recipient] = None
+                continue
+            local, forwards = self._mailboxes.expand(recipient)
+            mailboxes.update(dict.fromkeys(local))
+            remote.update(dict.fromkeys(forwards))
+        return list(mailboxes), list(remote)
+
+    def _trace(self, submission: Submission, queue_id: str) -> bytes:
+        trace = TraceInfo(
+            helo=submission.client_name,
+            ip=submission.client_ip,
+            reverse_name=submission.reverse_name,
+            hostname=self._settings.hostname,
+            protocol=protocol_name(
+                extended=submission.extended,
+                tls=submission.tls,
+                authenticated=submission.authenticated_as is not None,
+            ),
+            queue_id=queue_id,
+            recipient=submission.recipients[0] if len(submission.recipients) == 1 else None,
+            timestamp=time.time(),
+        )
+        return received_field(trace)
+
+
+def _carries_spam_flag(message: Message) -> bool:
+    """An ``X-Spam-Status: Yes`` from the content filter (what the classic maildrop recipe tested)."""
+    field = message.get("X-Spam-Status")
+    return field is not None and field.value.lower().startswith("yes")
+
+
+def _log_transaction(
+    submission: Submission,
+    queue_id: str,
+    report: VerifyReport | None,
+    verdict: InboundVerdict | None,
+    reply: str,
+    started: float,
+) -> None:
+    checks = ""
+    if report is not None:
+        dkim = ",".join(verdict.result.value for verdict in report.dkim) or "none"
+        checks = (
+            f" spf={report.spf.result.value} domainkeys={report.domainkeys.status.name} dkim={dkim}"
+            f" dmarc={report.dmarc.result.value} arc={report.arc.result.value}"
+        )
+    if verdict is not None:
+        checks += f" decision={verdict.decision.action}" + (" quarantine" if verdict.quarantine else "")
+    log.info(
+        "id=%s client=%s helo=%s auth=%s from=<%s> rcpt=%s size=%d%s reply=%r time=%.3f",
+        queue_id,
+        submission.client_ip,
+        submission.client_name,
+        submission.authenticated_as or "-",
+        submission.mail_from,
+        ",".join(f"<{recipient}>" for recipient in submission.recipients),
+        submission.size,
+        checks,
+        reply,
+        time.monotonic() - started,
+    )

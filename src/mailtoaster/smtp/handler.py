@@ -1,0 +1,179 @@
+"""The SMTP server's decisions per connection and per envelope: who may connect (tcp.smtp rules), who
+may relay, which recipients exist; the message itself goes to the pipeline.
+
+Relaying is allowed only to clients whose rule sets RELAYCLIENT and to authenticated users; everyone
+else may only reach local recipients that the directory knows. Addresses are judged on the domain after
+the last ``@``: a ``%`` or ``!`` in a local part is just part of an unknown local name, never a route,
+and aiosmtpd has already dropped any source route (RFC 5321 §4.1.1.3 lets a server ignore it).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import Envelope, Session
+
+from mailtoaster.pipeline import Pipeline, Submission
+from mailtoaster.policy import ClientPolicy
+from mailtoaster.smtp.address import AddressError, parse_mailbox
+
+log = logging.getLogger("mailtoaster.smtp")
+
+POSTMASTER = "postmaster"
+
+
+class RecipientDirectory(Protocol):
+    def is_local_domain(self, domain: str) -> bool: ...
+
+    def resolve(self, address: str) -> object | None: ...
+
+
+@dataclass
+class ConnectionState:
+    """What the handler remembers about one connection between commands."""
+
+    policy: ClientPolicy
+    unknown_recipients: int = 0
+    transactions: int = 0
+    seen_ignored: set[str] = field(default_factory=set)
+
+
+class SmtpHandler:
+    """aiosmtpd handler hooks plus :meth:`handle_message` for :class:`MailtoasterSMTP`."""
+
+    def __init__(
+        self,
+        *,
+        policy_for: Callable[[str], ClientPolicy],
+        directory: RecipientDirectory,
+        pipeline: Pipeline,
+        max_recipients: int,
+        primary_domain: Callable[[], str | None],
+        submission: bool = False,
+    ) -> None:
+        self._policy_for = policy_for
+        self._directory = directory
+        self._pipeline = pipeline
+        self._max_recipients = max_recipients
+        self._primary_domain = primary_domain
+        self.submission = submission
+        self._connections: weakref.WeakKeyDictionary[Session, ConnectionState] = weakref.WeakKeyDictionary()
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def connection_refusal(self, session: Session) -> str | None:
+        ip = str(session.peer[0]) if session.peer else ""
+        policy = self._policy_for(ip)
+        self._connections[session] = ConnectionState(policy)
+        if policy.ignored:
+            log.info("client=%s rule variables not implemented, ignored: %s", ip, ",".join(policy.ignored))
+        if not policy.allowed:
+            log.info("client=%s refused by rule", ip)
+            return "554 5.7.1 Access denied to your address"
+        return None
+
+    def _state(self, session: Session) -> ConnectionState:
+        state = self._connections.get(session)
+        if state is None:  # a session we did not greet ourselves (tests driving hooks directly)
+            self.connection_refusal(session)
+            state = self._connections[session]
+        return state
+
+    # -- aiosmtpd hooks --------------------------------------------------------------------------
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        extensions = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
+        return [*responses[:-1], *extensions, responses[-1]]
+
+    async def handle_MAIL(
+        self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address == "<>":
+            address = ""
+        elif (problem := _address_problem(address)) is not None:
+            return f"553 5.1.7 Sender address rejected: {problem}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        state = self._state(session)
+        limits = [limit for limit in (self._max_recipients, state.policy.rcpt_limit) if limit]
+        if limits and len(envelope.rcpt_tos) >= min(limits):
+            return "452 4.5.3 Too many recipients"
+        if address.lower() == POSTMASTER:  # RFC 5321 §4.5.1: must be accepted without a domain
+            domain = self._primary_domain()
+            if domain is None:
+                return "550 5.1.1 No postmaster here"
+            address = f"{POSTMASTER}@{domain}"
+        try:
+            local_part, domain = parse_mailbox(address)
+        except AddressError as error:
+            return f"553 5.1.3 Recipient address rejected: {error}"
+        if self._directory.is_local_domain(domain):
+            if self._directory.resolve(f"{local_part}@{domain}") is None:
+                return self._unknown_recipient(server, state, address)
+        elif not (state.policy.relay or session.authenticated):
+            log.info("client=%s relay denied rcpt=<%s>", _peer(session), address)
+            return "554 5.7.1 Relay access denied"
+        envelope.rcpt_tos.append(f"{local_part}@{domain}")
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Recipient OK"
+
+    def _unknown_recipient(self, server: Any, state: ConnectionState, address: str) -> str:
+        state.unknown_recipients += 1
+        limit = state.policy.wrong_rcpt_limit
+        if limit is not None and state.unknown_recipients > limit:
+            log.info("unknown recipients over CHKUSER_WRONGRCPTLIMIT=%d, closing", limit)
+            server.close_after_reply()
+            return "421 4.7.0 Too many unknown recipients, closing connection"
+        return f"550 5.1.1 <{address}>: Recipient address rejected: no such user"
+
+    async def handle_message(
+        self, server: Any, session: Session, envelope: Envelope, spool: Path, size: int
+    ) -> str:
+        state = self._state(session)
+        state.transactions += 1
+        submission = Submission(
+            client_ip=_peer(session),
+            client_name=session.host_name or "",
+            reverse_name=None,
+            mail_from=envelope.mail_from or "",
+            recipients=tuple(envelope.rcpt_tos),
+            policy=state.policy,
+            authenticated_as=_login(session),
+            tls=server.transport is not None and server.transport.get_extra_info("sslcontext") is not None,
+            extended=bool(session.extended_smtp),
+            spool=spool,
+            size=size,
+        )
+        return await self._pipeline.process(submission)
+
+
+def _peer(session: Session) -> str:
+    return str(session.peer[0]) if session.peer else ""
+
+
+def _login(session: Session) -> str | None:
+    if not session.authenticated:
+        return None
+    login = session.login_data
+    return login.decode("utf-8", errors="replace") if isinstance(login, bytes) else str(login)
+
+
+def _address_problem(address: str) -> str | None:
+    try:
+        parse_mailbox(address)
+    except AddressError as error:
+        return str(error)
+    return None
