@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mailtoaster.config import Config, ConfigError, config_from_mapping, load_config, parse_duration
 from mailtoaster.message import Message
-from mailtoaster.pipeline.headers import fold, without_our_results
+from mailtoaster.pipeline.headers import fold, kept_header_section
 from mailtoaster.smtp.address import AddressError, parse_mailbox
 from mailtoaster.smtp.data import DataProblem, DataSink
 from mailtoaster.smtp.replies import with_enhanced_code
@@ -134,8 +134,8 @@ def test_forged_results_with_our_authserv_id_are_removed() -> None:
         b"Authentication-Results: (comment) mx.example;\r\n dmarc=pass\r\n"
         b"Subject: hi\r\n\r\nbody\r\n"
     )
-    kept = without_our_results(raw, Message.parse(raw), "mx.example")
-    assert kept == b"Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nbody\r\n"
+    kept = kept_header_section(Message.parse(raw), "mx.example")
+    assert kept == b"Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n"
 
 
 def test_config_defaults_and_overrides(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from mailtoaster.pipeline.decide import InboundVerdict, decide_inbound
 from mailtoaster.pipeline.process import (
+    Content,
     Mailboxes,
     Outbound,
     Pipeline,
@@ -11,6 +12,7 @@ from mailtoaster.pipeline.process import (
 )
 
 __all__ = [
+    "Content",
     "InboundVerdict",
     "Mailboxes",
     "Outbound",

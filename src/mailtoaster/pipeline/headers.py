@@ -6,7 +6,7 @@ import email.utils
 import re
 from dataclasses import dataclass
 
-from mailtoaster.message import Message
+from mailtoaster.message import Header, Message
 
 _AUTHSERV_ID = re.compile(rb"\A[ \t\r\n]*(?:\([^)]*\)[ \t\r\n]*)*([^ \t\r\n;()]+)")
 
@@ -47,23 +47,19 @@ def protocol_name(*, extended: bool, tls: bool, authenticated: bool) -> str:
     return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
 
 
-def without_our_results(raw: bytes, message: Message, authserv_id: str) -> bytes:
-    """``raw`` without the Authentication-Results fields that claim our authserv-id.
+def kept_header_section(message: Message, authserv_id: str) -> bytes:
+    """The message's header fields without the Authentication-Results fields that claim our authserv-id.
 
     RFC 8601 §5: such a field arriving from outside is a forgery (or a stale copy) and would be read
     as our own verdict by the user's client, so it goes before ours is added.
     """
-    forged = [
-        field
-        for field in message.headers
-        if field.lower_name == "authentication-results"
-        and _authserv_id(field.raw_value) == authserv_id.lower()
-    ]
-    if not forged:
-        return raw
-    header_end = sum(len(field.raw) for field in message.headers)
-    kept = b"".join(field.raw for field in message.headers if field not in forged)
-    return kept + raw[header_end:]
+    return b"".join(field.raw for field in message.headers if not _is_ours(field, authserv_id))
+
+
+def _is_ours(field: Header, authserv_id: str) -> bool:
+    return (
+        field.lower_name == "authentication-results" and _authserv_id(field.raw_value) == authserv_id.lower()
+    )
 
 
 def _authserv_id(value: bytes) -> str:

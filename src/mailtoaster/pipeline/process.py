@@ -11,18 +11,19 @@ that point is a ``451`` so the client keeps its copy and tries again.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from mailtoaster.dns import Resolver
 from mailtoaster.message import Message
 from mailtoaster.pipeline.decide import InboundVerdict, decide_inbound
-from mailtoaster.pipeline.headers import TraceInfo, fold, protocol_name, received_field, without_our_results
+from mailtoaster.pipeline.headers import TraceInfo, fold, kept_header_section, protocol_name, received_field
 from mailtoaster.policy import DEFAULT_BAD_MIME_TYPES, ClientPolicy, find_forbidden_attachment
 from mailtoaster.queue.spool import new_queue_id
 from mailtoaster.verify import Envelope, VerifyReport, verify_message
@@ -53,6 +54,28 @@ class Submission:
         return self.policy.relay or self.authenticated_as is not None
 
 
+@dataclass(frozen=True)
+class Content:
+    """A message to store without copying it: new header lines, then the spool file from ``offset``
+    (the original header section is replaced by ``prefix``'s last part when fields were removed)."""
+
+    prefix: bytes
+    source: Path | None = None
+    offset: int = 0
+
+    def below(self, fields: bytes) -> Content:
+        """The same message with ``fields`` added on top."""
+        return Content(fields + self.prefix, self.source, self.offset)
+
+    def open(self) -> BinaryIO:
+        """The part after ``prefix``, positioned at ``offset``; the caller closes it."""
+        if self.source is None:
+            return io.BytesIO(b"")
+        handle = self.source.open("rb")
+        handle.seek(self.offset)
+        return handle
+
+
 class Mailboxes(Protocol):
     """Local delivery, as the server wires it to the directory and Maildir++ store."""
 
@@ -62,13 +85,13 @@ class Mailboxes(Protocol):
         """(local mailbox addresses, external forward addresses) for one accepted local recipient."""
         ...
 
-    def deliver(self, mailbox: str, message: bytes, *, spam: bool) -> None:
+    def deliver(self, mailbox: str, content: Content, *, spam: bool) -> None:
         """Into the mailbox's INBOX, or its Junk folder when ``spam`` and the user quarantines."""
         ...
 
 
 class Outbound(Protocol):
-    def enqueue(self, message: bytes, sender: str, recipients: Sequence[str]) -> str:
+    def enqueue(self, content: Content, sender: str, recipients: Sequence[str]) -> str:
         """Durably queued when it returns; the queue id."""
         ...
 
@@ -159,24 +182,26 @@ class Pipeline:
         verdict: InboundVerdict | None,
     ) -> None:
         mailboxes, remote = self._route(submission.recipients)
-        trace = self._trace(submission, queue_id)
+        header_section = sum(len(field.raw) for field in message.headers)
+        headers = raw[:header_section]
         if report is not None:
-            raw = without_our_results(raw, message, self._settings.authserv_id)
+            headers = kept_header_section(message, self._settings.authserv_id)
             results = fold(report.received_spf) + fold(report.authentication_results)
         else:
             results = b""
-        local_copy = trace + results + raw
+        trace = self._trace(submission, queue_id) + results
+        original = Content(headers, submission.spool, header_section)
         spam = _carries_spam_flag(message) or (verdict is not None and verdict.quarantine)
         for mailbox in mailboxes:
-            await asyncio.to_thread(self._mailboxes.deliver, mailbox, local_copy, spam=spam)
+            await asyncio.to_thread(self._mailboxes.deliver, mailbox, original.below(trace), spam=spam)
         if remote:
             signatures = b""
             if submission.outbound:
                 signatures = await asyncio.to_thread(
                     self._signer.signature_fields, raw, message, submission.policy
                 )
-            remote_copy = signatures + trace + results + raw
-            await asyncio.to_thread(self._outbound.enqueue, remote_copy, submission.mail_from, remote)
+            content = original.below(signatures + trace)
+            await asyncio.to_thread(self._outbound.enqueue, content, submission.mail_from, remote)
             self._queued()
 
     def _route(self, recipients: Sequence[str]) -> tuple[list[str], list[str]]:

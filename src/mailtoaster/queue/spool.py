@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, BinaryIO, TypeAlias
 
+from mailtoaster.durable import fsync_directory
 from mailtoaster.queue.address import check_address
 
 log = logging.getLogger("mailtoaster.queue")
@@ -179,15 +180,6 @@ def check_queue_id(entry_id: str) -> str:
     if not _ID_PATTERN.match(entry_id):
         raise InvalidQueueIdError(f"{entry_id!r} is not a queue id (like 0614a3b2c1d00-7f3a9c21e4)")
     return entry_id
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a rename or unlink inside ``path`` durable: fsync(2) of the directory itself."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _source_chunks(message: MessageSource, prefix: bytes) -> Iterator[bytes]:

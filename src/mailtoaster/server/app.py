@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import shutil
 import signal
@@ -24,7 +23,7 @@ from pathlib import Path
 from mailtoaster import __version__
 from mailtoaster.config import DEFAULT_RULES, Config
 from mailtoaster.dns import Resolver, ZoneFileError, load_zone_file
-from mailtoaster.pipeline import Pipeline, PipelineSettings
+from mailtoaster.pipeline import Content, Pipeline, PipelineSettings
 from mailtoaster.pipeline.sign import KeyStoreSigner, SigningConfig
 from mailtoaster.policy import (
     ClientPolicy,
@@ -66,21 +65,23 @@ class DirectoryMailboxes:
             return [], []
         return [user.email for user in resolution.mailboxes], list(resolution.forwards)
 
-    def deliver(self, mailbox: str, message: bytes, *, spam: bool) -> None:
+    def deliver(self, mailbox: str, content: Content, *, spam: bool) -> None:
         user = self._directory.get_user(mailbox)
         if user is None:
             raise LookupError(f"mailbox {mailbox} vanished between RCPT and delivery")
         maildir = Maildir(user.maildir, hostname=self._hostname)
         maildir.ensure()
-        deliver_for_user(maildir, io.BytesIO(message), spam=spam, quarantine=user.quarantine)
+        with content.open() as rest:
+            deliver_for_user(maildir, rest, content.prefix, spam=spam, quarantine=user.quarantine)
 
 
 class QueueOutbound:
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
 
-    def enqueue(self, message: bytes, sender: str, recipients: Sequence[str]) -> str:
-        return self._queue.enqueue(message, sender, recipients).id
+    def enqueue(self, content: Content, sender: str, recipients: Sequence[str]) -> str:
+        with content.open() as rest:
+            return self._queue.enqueue(rest, sender, recipients, prefix=content.prefix).id
 
 
 @dataclass
@@ -334,7 +335,7 @@ class MailServer:
         if mailboxes.is_local(original_sender):
             local, forwards = await asyncio.to_thread(mailboxes.expand, original_sender)
             for mailbox in local:
-                await asyncio.to_thread(mailboxes.deliver, mailbox, dsn, spam=False)
+                await asyncio.to_thread(mailboxes.deliver, mailbox, Content(dsn), spam=False)
             if not forwards:
                 return
             recipients = forwards

@@ -121,7 +121,11 @@ class SmtpHandler:
         except AddressError as error:
             return f"553 5.1.3 Recipient address rejected: {error}"
         if self._directory.is_local_domain(domain):
-            if self._directory.resolve(f"{local_part}@{domain}") is None:
+            try:
+                found = self._directory.resolve(f"{local_part}@{domain}")
+            except ValueError:  # a local part our accounts can never have (quoted, '/', ...)
+                found = None
+            if found is None:
                 return self._unknown_recipient(server, state, address)
         elif not (state.policy.relay or session.authenticated):
             log.info("client=%s relay denied rcpt=<%s>", _peer(session), address)

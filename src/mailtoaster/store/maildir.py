@@ -29,10 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from mailtoaster.durable import fsync_directory, write_all
 from mailtoaster.store import subscriptions
 from mailtoaster.store.errors import FolderNameError, MaildirError
 from mailtoaster.store.mutf7 import decode_mutf7, encode_mutf7
-from mailtoaster.store.subscriptions import INBOX, Subscriptions, fsync_directory, write_all
+from mailtoaster.store.subscriptions import INBOX, Subscriptions
 
 CHUNK_SIZE = 64 * 1024
 DIR_MODE = 0o700

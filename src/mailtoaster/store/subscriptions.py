@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailtoaster.durable import fsync_directory, write_all
 from mailtoaster.store.errors import MaildirError
 
 COURIER_FILE = "courierimapsubscribed"
@@ -168,12 +169,6 @@ def _update(path: Path, change: Callable[[str | None], str | None]) -> bool:
     return True
 
 
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _acquire(lock: Path) -> int:
     deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
     while True:
@@ -198,12 +193,3 @@ def _remove_if_stale(lock: Path) -> bool:
         return False
     lock.unlink(missing_ok=True)
     return True
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable (the entry lives in the directory)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
