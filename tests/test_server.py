@@ -252,3 +252,31 @@ def test_spam_flag_goes_to_junk_for_quarantining_users(mail: Installation) -> No
     maildir = mail.data_dir / "mail" / "example.org" / "alice" / "Maildir"
     assert "INBOX.Junk" in (maildir / "courierimapsubscribed").read_text()
     assert "Junk" in (maildir / "subscriptions").read_text()
+
+
+def forged_author_message() -> bytes:
+    """Claims to be from example.org (p=reject) but comes from a stranger, unsigned: DMARC fails."""
+    return message(ALICE, BOB, "urgent wire transfer")
+
+
+def test_dmarc_reject_is_recorded_by_default(mail: Installation) -> None:
+    code, _ = send(mail, STRANGER, forged_author_message(), sender=f"ceo@{SENDER_DOMAIN}")
+    assert code == 250
+    [stored] = mail.maildir_messages(ALICE)
+    assert b"dmarc=fail" in stored
+
+
+def test_dmarc_reject_is_enforced_when_configured(tmp_path: Path) -> None:
+    with installation(tmp_path, policy={"dmarc_reject": True}) as strict:
+        code, text = send(strict, STRANGER, forged_author_message(), sender=f"ceo@{SENDER_DOMAIN}")
+        assert code == 550 and text.startswith(b"5.7.1") and b"DMARC" in text
+        assert strict.maildir_messages(ALICE) == []
+
+
+def test_ignored_rule_variables_are_logged_once(mail: Installation, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="mailtoaster.smtp")
+    for _ in range(3):
+        with mail.smtp(STRANGER) as client:
+            client.noop()
+    lines = [record.getMessage() for record in caplog.records if "does not implement" in record.getMessage()]
+    assert len(lines) == 1 and "QMAILQUEUE" in lines[0] and "DKQUEUE" in lines[0]

@@ -276,6 +276,7 @@ class MailServer:
             ("submission", settings.submission_port, True, False),
             ("smtps", settings.smtps_port, True, True),
         )
+        ignored_logged: set[tuple[int, str]] = set()
         for name, port, submission, implicit in kinds:
             handler = SmtpHandler(
                 policy_for=self.policy_for,
@@ -284,6 +285,7 @@ class MailServer:
                 max_recipients=settings.max_recipients,
                 primary_domain=self._primary_domain,
                 submission=submission,
+                ignored_logged=ignored_logged,
             )
             factory = self._protocol_factory(handler, tls, submission=submission, implicit=implicit)
             listener = Listener(name)

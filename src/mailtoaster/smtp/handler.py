@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,7 +40,6 @@ class ConnectionState:
     policy: ClientPolicy
     unknown_recipients: int = 0
     transactions: int = 0
-    seen_ignored: set[str] = field(default_factory=set)
 
 
 class SmtpHandler:
@@ -55,6 +54,7 @@ class SmtpHandler:
         max_recipients: int,
         primary_domain: Callable[[], str | None],
         submission: bool = False,
+        ignored_logged: set[tuple[int, str]] | None = None,
     ) -> None:
         self._policy_for = policy_for
         self._directory = directory
@@ -62,6 +62,8 @@ class SmtpHandler:
         self._max_recipients = max_recipients
         self._primary_domain = primary_domain
         self.submission = submission
+        self._ignored_logged = ignored_logged if ignored_logged is not None else set()
+        """(rule line, variable) pairs already reported: each ignored variable is logged once."""
         self._connections: weakref.WeakKeyDictionary[Session, ConnectionState] = weakref.WeakKeyDictionary()
 
     # -- connection ----------------------------------------------------------------------------
@@ -70,12 +72,22 @@ class SmtpHandler:
         ip = str(session.peer[0]) if session.peer else ""
         policy = self._policy_for(ip)
         self._connections[session] = ConnectionState(policy)
-        if policy.ignored:
-            log.info("client=%s rule variables not implemented, ignored: %s", ip, ",".join(policy.ignored))
+        self._log_ignored(policy)
         if not policy.allowed:
             log.info("client=%s refused by rule", ip)
             return "554 5.7.1 Access denied to your address"
         return None
+
+    def _log_ignored(self, policy: ClientPolicy) -> None:
+        line = policy.rule.line if policy.rule is not None else 0
+        new = [name for name in policy.ignored if (line, name) not in self._ignored_logged]
+        if new:
+            self._ignored_logged.update((line, name) for name in new)
+            log.info(
+                "rule at line %d sets variables mailtoaster does not implement, ignored: %s",
+                line,
+                ",".join(new),
+            )
 
     def _state(self, session: Session) -> ConnectionState:
         state = self._connections.get(session)
