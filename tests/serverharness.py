@@ -172,7 +172,9 @@ def parse(raw: bytes) -> object:
 
 
 @contextlib.contextmanager
-def installation(tmp_path: Path, **overrides: object) -> Iterator[Installation]:
+def installation(tmp_path: Path, zone_extra: str = "", **overrides: object) -> Iterator[Installation]:
+    """A running installation; ``zone_extra`` adds zone lines, ``overrides`` replace settings per table
+    (``installation(tmp_path, policy={"dmarc_reject": True})``)."""
     data_dir = tmp_path / "var"
     data_dir.mkdir()
     with Directory.open(data_dir / "directory.sqlite", mail_root=data_dir / "mail") as directory:
@@ -186,7 +188,7 @@ def installation(tmp_path: Path, **overrides: object) -> Iterator[Installation]:
     sender_keys = tmp_path / "sender-keys"
     create_key(sender_keys, SENDER_DOMAIN, SENDER_SELECTOR, key_type=KeyType.RSA)
     zone = tmp_path / "test.zone"
-    zone.write_text(zone_text(keys_dir, sender_keys))
+    zone.write_text(zone_text(keys_dir, sender_keys) + zone_extra)
     rules = tmp_path / "tcp.smtp"
     rules.write_text(RULES)
     sink = Sink()

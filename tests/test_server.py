@@ -280,3 +280,19 @@ def test_ignored_rule_variables_are_logged_once(mail: Installation, caplog: pyte
             client.noop()
     lines = [record.getMessage() for record in caplog.records if "does not implement" in record.getMessage()]
     assert len(lines) == 1 and "QMAILQUEUE" in lines[0] and "DKQUEUE" in lines[0]
+
+
+def test_confirmed_reverse_name_in_received_and_iprev(tmp_path: Path) -> None:
+    reverse_zone = (
+        "2.0.0.127.in-addr.arpa. IN PTR client.sender.example.\n"
+        "client.sender.example. IN A 127.0.0.2\n"
+        "3.0.0.127.in-addr.arpa. IN PTR liar.sender.example.\n"
+    )
+    with installation(tmp_path, zone_extra=reverse_zone) as mail:
+        send(mail, STRANGER, message(f"a@{SENDER_DOMAIN}", ALICE), sender=f"a@{SENDER_DOMAIN}")
+        send(mail, STRICT_CLIENT, message(f"a@{SENDER_DOMAIN}", ALICE), sender=f"a@{SENDER_DOMAIN}")
+        confirmed, unconfirmed = (stored.replace(b"\n ", b" ") for stored in mail.maildir_messages(ALICE))
+    assert b"from client.sender.example (client.sender.example [127.0.0.2])" in confirmed
+    assert b"iprev=pass (client.sender.example) policy.iprev=127.0.0.2" in confirmed
+    assert b"from client.sender.example ([127.0.0.3])" in unconfirmed
+    assert b"iprev=fail" in unconfirmed

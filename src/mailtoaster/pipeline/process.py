@@ -38,7 +38,6 @@ class Submission:
     client_ip: str
     client_name: str
     """The EHLO/HELO argument."""
-    reverse_name: str | None
     mail_from: str
     recipients: tuple[str, ...]
     policy: ClientPolicy
@@ -153,7 +152,9 @@ class Pipeline:
         self, submission: Submission, raw: bytes, message: Message
     ) -> tuple[VerifyReport, InboundVerdict]:
         envelope = Envelope(ip_address(submission.client_ip), submission.client_name, submission.mail_from)
-        report = await verify_message(message, envelope, self._resolver, self._settings.authserv_id)
+        report = await verify_message(
+            message, envelope, self._resolver, self._settings.authserv_id, reverse_dns=True
+        )
         policy = submission.policy
         forbidden = None
         if policy.bad_mime_types or policy.bad_loader_types:
@@ -189,7 +190,8 @@ class Pipeline:
             results = fold(report.received_spf) + fold(report.authentication_results)
         else:
             results = b""
-        trace = self._trace(submission, queue_id) + results
+        reverse_name = report.iprev.name if report is not None and report.iprev is not None else None
+        trace = self._trace(submission, queue_id, reverse_name) + results
         original = Content(headers, submission.spool, header_section)
         spam = _carries_spam_flag(message) or (verdict is not None and verdict.quarantine)
         for mailbox in mailboxes:
@@ -217,11 +219,11 @@ class Pipeline:
             remote.update(dict.fromkeys(forwards))
         return list(mailboxes), list(remote)
 
-    def _trace(self, submission: Submission, queue_id: str) -> bytes:
+    def _trace(self, submission: Submission, queue_id: str, reverse_name: str | None) -> bytes:
         trace = TraceInfo(
             helo=submission.client_name,
             ip=submission.client_ip,
-            reverse_name=submission.reverse_name,
+            reverse_name=reverse_name,
             hostname=self._settings.hostname,
             protocol=protocol_name(
                 extended=submission.extended,

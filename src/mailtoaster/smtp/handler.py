@@ -163,7 +163,6 @@ class SmtpHandler:
         submission = Submission(
             client_ip=_peer(session),
             client_name=session.host_name or "",
-            reverse_name=None,
             mail_from=envelope.mail_from or "",
             recipients=tuple(envelope.rcpt_tos),
             policy=state.policy,

@@ -17,6 +17,7 @@ from mailtoaster.auth.arc import ArcOutcome, arc_result, validate_arc
 from mailtoaster.auth.dkim import DkimVerdict, DkimVerifyOptions, verify_dkim
 from mailtoaster.auth.dmarc import DmarcOutcome, check_dmarc, dmarc_result
 from mailtoaster.auth.domainkeys import DomainKeysOutcome, domainkeys_result, verify_domainkeys
+from mailtoaster.auth.iprev import IprevOutcome, check_iprev, iprev_result
 from mailtoaster.auth.results import authentication_results, dkim_results, senderid_result, spf_result
 from mailtoaster.auth.senderid import SenderIdOutcome, check_pra
 from mailtoaster.auth.spf import SpfOptions, SpfOutcome, check_spf, received_spf
@@ -46,6 +47,8 @@ class VerifyReport:
     authentication_results: str
     received_spf: str
     defects: tuple[str, ...] = field(default=())
+    iprev: IprevOutcome | None = None
+    """The client's confirmed reverse DNS name, when asked for (the server does; ``verify`` does not)."""
 
     @property
     def dkim_result(self) -> str:
@@ -74,20 +77,25 @@ async def verify_message(
     resolver: Resolver,
     authserv_id: str,
     dkim_options: DkimVerifyOptions | None = None,
+    *,
+    reverse_dns: bool = False,
 ) -> VerifyReport:
+    """Every check; with ``reverse_dns`` also iprev (RFC 8601 §3), listed first in Authentication-Results."""
     options = SpfOptions(receiver=authserv_id)
-    spf, senderid, domainkeys, dkim, arc = await asyncio.gather(
+    spf, senderid, domainkeys, dkim, arc, iprev = await asyncio.gather(
         check_spf(resolver, envelope.ip, envelope.mail_from, envelope.helo, options),
         check_pra(resolver, envelope.ip, message, envelope.helo, options),
         verify_domainkeys(message, resolver),
         verify_dkim(message, resolver, dkim_options),
         validate_arc(message, resolver),
+        _maybe_iprev(resolver, envelope.ip, reverse_dns),
     )
     adsp, dmarc = await asyncio.gather(
         check_adsp(message, dkim, resolver),
         check_dmarc(message, spf, dkim, resolver),
     )
     results: list[authres.BaseAuthenticationResult] = [
+        *([iprev_result(iprev)] if iprev is not None else []),
         spf_result(spf),
         senderid_result(senderid),
         domainkeys_result(domainkeys),
@@ -109,4 +117,9 @@ async def verify_message(
         authentication_results=authentication_results(authserv_id, results),
         received_spf="Received-SPF: " + received_spf(spf, authserv_id),
         defects=message.defects,
+        iprev=iprev,
     )
+
+
+async def _maybe_iprev(resolver: Resolver, ip: IPAddress, wanted: bool) -> IprevOutcome | None:
+    return await check_iprev(resolver, ip) if wanted else None
