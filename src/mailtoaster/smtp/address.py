@@ -11,14 +11,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from mailtoaster.keys.names import check_dns_name
+from mailtoaster.address import DOT_STRING, MAX_ADDRESS, MAX_LOCAL_PART, QUOTED_STRING, ascii_domain
 
-MAX_LOCAL_PART = 64
-MAX_PATH = 254
-
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_DOT_STRING = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*\Z")
-_QUOTED_STRING = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"\Z')
 _UTF8_LOCAL = re.compile(r"[^\x00-\x7f]")
 
 
@@ -30,8 +24,8 @@ def parse_mailbox(address: str, *, utf8: bool = True) -> tuple[str, str]:
     """``(local part, domain)``; the domain lower-cased, IDNs as A-labels, literals kept in brackets."""
     if any(character in address for character in "\r\n\x00"):
         raise AddressError("control characters in address")
-    if len(address) > MAX_PATH:
-        raise AddressError(f"longer than {MAX_PATH} characters")
+    if len(address) > MAX_ADDRESS:
+        raise AddressError(f"longer than {MAX_ADDRESS} characters")
     local_part, at, domain = address.rpartition("@")
     if not at or not local_part:
         raise AddressError("not of the form local-part@domain")
@@ -42,10 +36,10 @@ def parse_mailbox(address: str, *, utf8: bool = True) -> tuple[str, str]:
 def _check_local_part(local_part: str, utf8: bool) -> None:
     if len(local_part.encode("utf-8")) > MAX_LOCAL_PART:
         raise AddressError(f"local part longer than {MAX_LOCAL_PART} octets")
-    if _QUOTED_STRING.match(local_part):
+    if QUOTED_STRING.match(local_part):
         return
     candidate = _UTF8_LOCAL.sub("a", local_part) if utf8 else local_part  # RFC 6531 allows UTF-8 atext
-    if not _DOT_STRING.match(candidate):
+    if not DOT_STRING.match(candidate):
         raise AddressError(f"invalid local part {local_part[:64]!r}")
 
 
@@ -53,9 +47,8 @@ def _normalise_domain(domain: str) -> str:
     if domain.startswith("[") and domain.endswith("]"):
         return _address_literal(domain)
     try:
-        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-        return check_dns_name(ascii_domain, "domain")
-    except (UnicodeError, ValueError) as error:
+        return ascii_domain(domain)
+    except ValueError as error:
         raise AddressError(f"invalid domain {domain[:80]!r}") from error
 
 

@@ -2,9 +2,8 @@
 delivery and folders (:mod:`.maildir`), laid out under the data directory as
 ``directory.sqlite`` and ``mail/<domain>/<local part>/Maildir/`` (see docs/store.md)."""
 
+from mailtoaster.address import MAX_ADDRESS, MAX_LOCAL_PART
 from mailtoaster.store.address import (
-    MAX_ADDRESS,
-    MAX_LOCAL_PART,
     SUBADDRESS_SEPARATOR,
     Address,
     normalize_domain,

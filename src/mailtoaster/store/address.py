@@ -17,19 +17,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mailtoaster.keys.names import validate_domain
+from mailtoaster.address import DOT_STRING, MAX_ADDRESS, MAX_LOCAL_PART, ascii_domain
 from mailtoaster.store.errors import InvalidAddressError
 
-MAX_LOCAL_PART = 64
-"""RFC 5321 §4.5.3.1.1: the longest local part, in octets."""
-MAX_ADDRESS = 254
-"""RFC 5321 §4.5.3.1.3: a path is at most 256 octets including the angle brackets."""
 SUBADDRESS_SEPARATOR = "+"
 """``user+detail@domain`` reaches ``user@domain`` (RFC 5233 style). qmail's ``-`` is not used: hyphens are
 common inside real local parts (``jean-luc``), ``+`` almost never is."""
 
-_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"
-_DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 _ACCOUNT_ATEXT = r"a-z0-9!#$%&'*\-=?^_`{|}~"
 _ACCOUNT_LOCAL_PART = re.compile(rf"[{_ACCOUNT_ATEXT}]+(?:\.[{_ACCOUNT_ATEXT}]+)*")
 
@@ -63,14 +57,8 @@ def normalize_domain(text: str) -> str:
     """``text`` as lower-case A-labels (IDNA 2003 as Python's ``idna`` codec does it), validated."""
     if text.startswith("[") and text.endswith("]"):
         raise InvalidAddressError(f"invalid domain {text!r}: address literals are not accepted")
-    ascii_form = text
-    if not text.isascii():
-        try:
-            ascii_form = text.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise InvalidAddressError(f"invalid domain {text!r}: not a valid IDNA name ({exc})") from None
     try:
-        return validate_domain(ascii_form)
+        return ascii_domain(text, min_labels=2)
     except ValueError as exc:
         raise InvalidAddressError(str(exc)) from None
 
@@ -117,7 +105,7 @@ def _check_local_part(text: str, local: str) -> None:
         raise InvalidAddressError(
             f"invalid address {text!r}: local part longer than {MAX_LOCAL_PART} characters"
         )
-    if not _DOT_STRING.fullmatch(local):
+    if not DOT_STRING.match(local):
         raise InvalidAddressError(
             f"invalid address {text!r}: the local part must be letters, digits and !#$%&'*+-/=?^_`{{|}}~ "
             "with single inner dots"
