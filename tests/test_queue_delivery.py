@@ -899,6 +899,20 @@ async def test_runner_never_redelivers_delivered_recipients(servers: Servers, tm
     assert queue.get(entry.id).attempts == 2
 
 
+async def test_runner_skips_a_stale_scan_of_an_entry_just_attempted(servers: Servers, tmp_path: Path) -> None:
+    """A scan read in a thread can predate an attempt that finished meanwhile: attempting from that
+    copy would deliver to recipients already delivered. The runner re-reads the entry first."""
+    mx = await servers.start(Handler(rcpt_replies={"later@example.net": "450 4.2.1 busy"}))
+    clock = FakeClock()
+    queue, entry = queued(tmp_path, ["bob@example.net", "later@example.net"], clock=clock)
+    runner = runner_for(queue, resolver_for(NET), config_for(servers), clock, Bounces())
+    stale_scan = queue.get(entry.id)
+    await runner.run_once()
+    await runner._attempt_in_slot(stale_scan)
+    assert [r.rcpt_tos for r in mx.received] == [["bob@example.net"]]
+    assert queue.get(entry.id).attempts == 1
+
+
 async def test_runner_logs_one_line_per_result(
     servers: Servers, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

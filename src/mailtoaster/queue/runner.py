@@ -259,18 +259,36 @@ class QueueRunner:
         return task
 
     def _time_until_next_scan(self) -> float:
-        return max(0.0, min(self._scan_interval, self._next_due - self._clock()))
+        """Until the next scan: the scan interval, or sooner when a known retry falls due. An entry in
+        flight is not in ``_next_due``; its retry comes ``first_delay`` or more after it ends, so a
+        scan that soon sees it (else a retry shorter than the scan interval would wait for the scan)."""
+        wait = min(self._scan_interval, self._next_due - self._clock())
+        if self._in_flight:
+            wait = min(wait, self.policy.first_delay)
+        return max(0.0, wait)
 
     # -- one attempt ----------------------------------------------------------------------------
 
     async def _attempt_in_slot(self, entry: QueueEntry) -> None:
         async with self._slots:
             try:
-                await self.attempt(entry)
+                current = await self._still_due(entry)
+                if current is not None:
+                    await self.attempt(current)
             except EntryNotFoundError:
                 log.info("queue id=%s removed while being delivered (queue delete?)", entry.id)
             except Exception:
                 log.exception("queue id=%s attempt failed", entry.id)
+
+    async def _still_due(self, scanned: QueueEntry) -> QueueEntry | None:
+        """The entry as it is now, or None when it is gone or no longer due. A scan runs in a thread
+        while attempts finish: its copy may predate an attempt that has just recorded its outcome, and
+        delivering from it would send to recipients that were just delivered."""
+        try:
+            current = await asyncio.to_thread(self.queue.get, scanned.id)
+        except EntryNotFoundError:
+            return None
+        return current if current.next_attempt <= self._clock() else None
 
     async def attempt(self, entry: QueueEntry) -> None:
         """One delivery attempt of ``entry``, then its bounces, then its removal if it is finished."""

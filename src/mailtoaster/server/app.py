@@ -126,9 +126,6 @@ class MailServer:
             raise StartupError(str(error)) from error
 
     async def _start(self) -> None:
-        self._clean_spool()
-        recovery = await asyncio.to_thread(self.queue.recover)
-        log.info("queue recovered: %s", recovery)
         resolver = self._resolver or self._make_resolver()
         self.runner = QueueRunner(
             self.queue,
@@ -163,6 +160,14 @@ class MailServer:
             queued=self.runner.wake,
         )
         await self._listen(pipeline, self._tls_context())
+        # Ports are bound (a port in use fails above, before anything is touched); clients are let in
+        # only once the spool is clean and the queue recovered.
+        self._clean_spool()
+        recovery = await asyncio.to_thread(self.queue.recover)
+        log.info("queue recovered: %s", recovery)
+        for listener in self.listeners.values():
+            for server in listener.servers:
+                await server.start_serving()
         self._runner_task = asyncio.create_task(self.runner.run_forever(), name="queue-runner")
 
     def request_stop(self) -> None:
@@ -291,7 +296,12 @@ class MailServer:
             listener = Listener(name)
             for address in settings.bind:
                 server = await asyncio.get_running_loop().create_server(
-                    factory, address, port, ssl=tls if implicit else None, reuse_address=True
+                    factory,
+                    address,
+                    port,
+                    ssl=tls if implicit else None,
+                    reuse_address=True,
+                    start_serving=False,
                 )
                 listener.servers.append(server)
             self.listeners[name] = listener
