@@ -14,6 +14,8 @@ import re
 from mailtoaster.address import DOT_STRING, MAX_ADDRESS, MAX_LOCAL_PART, QUOTED_STRING, ascii_domain
 
 _UTF8_LOCAL = re.compile(r"[^\x00-\x7f]")
+_UNDECODABLE = re.compile("[\ud800-\udfff]")
+"""Bytes that were not UTF-8 reach us as lone surrogates (aiosmtpd decodes with surrogateescape)."""
 
 
 class AddressError(ValueError):
@@ -24,6 +26,8 @@ def parse_mailbox(address: str, *, utf8: bool = True) -> tuple[str, str]:
     """``(local part, domain)``; the domain lower-cased, IDNs as A-labels, literals kept in brackets."""
     if any(character in address for character in "\r\n\x00"):
         raise AddressError("control characters in address")
+    if _UNDECODABLE.search(address):
+        raise AddressError("not valid UTF-8")
     if len(address) > MAX_ADDRESS:
         raise AddressError(f"longer than {MAX_ADDRESS} characters")
     local_part, at, domain = address.rpartition("@")

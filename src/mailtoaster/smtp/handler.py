@@ -25,6 +25,10 @@ from mailtoaster.smtp.address import AddressError, parse_mailbox
 log = logging.getLogger("mailtoaster.smtp")
 
 POSTMASTER = "postmaster"
+NULL_PATH = "<>"
+"""The null reverse-path of bounces (RFC 5321 §4.5.5), as aiosmtpd hands it over."""
+NON_ASCII_REFUSAL = "553 5.6.7 Non-ASCII address not permitted without SMTPUTF8 (RFC 6531)"
+INTERNAL_ERROR = "451 4.3.0 Internal error, please try again later"
 
 
 class RecipientDirectory(Protocol):
@@ -108,11 +112,12 @@ class SmtpHandler:
     async def handle_MAIL(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if address == "<>":
-            address = ""
-        elif (problem := _address_problem(address)) is not None:
-            return f"553 5.1.7 Sender address rejected: {problem}"
-        envelope.mail_from = address
+        if address != NULL_PATH:
+            if not address.isascii() and not envelope.smtp_utf8:
+                return NON_ASCII_REFUSAL
+            if (problem := _address_problem(address)) is not None:
+                return f"553 5.1.7 Sender address rejected: {problem}"
+        envelope.mail_from = address  # "<>" stays "<>": aiosmtpd takes an empty mail_from for "no MAIL yet"
         envelope.mail_options.extend(options)
         return "250 2.1.0 Sender OK"
 
@@ -123,6 +128,8 @@ class SmtpHandler:
         limits = [limit for limit in (self._max_recipients, state.policy.rcpt_limit) if limit]
         if limits and len(envelope.rcpt_tos) >= min(limits):
             return "452 4.5.3 Too many recipients"
+        if not address.isascii() and not envelope.smtp_utf8:
+            return NON_ASCII_REFUSAL
         if address.lower() == POSTMASTER:  # RFC 5321 §4.5.1: must be accepted without a domain
             domain = self._primary_domain()
             if domain is None:
@@ -155,6 +162,13 @@ class SmtpHandler:
             return "421 4.7.0 Too many unknown recipients, closing connection"
         return f"550 5.1.1 <{address}>: Recipient address rejected: no such user"
 
+    async def handle_exception(self, error: Exception) -> str:
+        """A fault of ours while a command was handled (the directory unreadable, a bug): the client
+        gets a temporary failure and retries, instead of aiosmtpd's ``500`` carrying the exception's
+        text, which would make it bounce the mail and would show it our internals."""
+        log.error("internal error handling a command: %s: %s", type(error).__name__, error, exc_info=error)
+        return INTERNAL_ERROR
+
     async def handle_message(
         self, server: Any, session: Session, envelope: Envelope, spool: Path, size: int
     ) -> str:
@@ -163,7 +177,7 @@ class SmtpHandler:
         submission = Submission(
             client_ip=_peer(session),
             client_name=session.host_name or "",
-            mail_from=envelope.mail_from or "",
+            mail_from="" if envelope.mail_from == NULL_PATH else envelope.mail_from or "",
             recipients=tuple(envelope.rcpt_tos),
             policy=state.policy,
             authenticated_as=_login(session),

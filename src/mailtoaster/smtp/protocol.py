@@ -81,9 +81,22 @@ class MailtoasterSMTP(SMTP):
 
     def close_for_shutdown(self) -> None:
         """Tell an idle client we are going away (RFC 5321 §3.8: 421) and close."""
+        self._close_with(b"421 4.3.2 Service shutting down, try again later\r\n")
+
+    def _timeout_cb(self) -> None:
+        """A client silent for ``timeout`` seconds is told why it is cut off (421, as Postfix does)
+        instead of finding the connection simply gone."""
+        log.info(
+            "client=%s silent for %gs, closing",
+            self.session.peer[0] if self.session and self.session.peer else "?",
+            self._timeout_duration,
+        )
+        self._close_with(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode("ascii", "replace"))
+
+    def _close_with(self, reply: bytes) -> None:
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+            transport.write(reply)
             transport.close()
 
     # -- replies -------------------------------------------------------------------------------
@@ -175,13 +188,21 @@ class MailtoasterSMTP(SMTP):
         await self.push(status)
 
     async def _read_data(self, sink: DataSink) -> None:
+        """Feed the sink until the end-of-data line. The idle timer restarts while data keeps coming:
+        the timeout is for a client that stops, not for a large message on a slow link (aiosmtpd
+        restarts it only per command). A tenth of the timeout apart at most, not per line: cheap."""
+        restart_every = self._timeout_duration / 10
+        restarted = self.loop.time()
         while self.transport is not None:
             try:
                 line = await self._reader.readuntil(b"\r\n")
             except asyncio.LimitOverrunError as overrun:
                 sink.overlong(await self._reader.read(overrun.consumed))
-                continue
-            if sink.line(line):
+                line = b""
+            if self.loop.time() - restarted >= restart_every:
+                self._reset_timeout()
+                restarted = self.loop.time()
+            if line and sink.line(line):
                 return
 
     async def _message_reply(self, spool: Path, size: int) -> str:
