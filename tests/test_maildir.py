@@ -31,6 +31,7 @@ from mailtoaster.store import (
     folder_name_from_directory,
 )
 from mailtoaster.store import subscriptions as subs
+from tests.peers import require
 
 NAME_PATTERN = re.compile(r"^(\d+)\.M(\d+)P(\d+)Q(\d+)\.([^/:,]+),S=(\d+)$")
 MESSAGE = b"From: a@example.org\r\nSubject: hello\r\n\r\nline one\r\nline two\r\n"
@@ -477,10 +478,8 @@ def run_dovecot_imap(root: Path, commands: list[str]) -> str:
     return completed.stdout.decode("utf-8", errors="replace")
 
 
-@pytest.mark.skipif(
-    not DOVECOT_IMAP.exists(), reason="Dovecot is not installed (apt-get install dovecot-imapd)"
-)
 def test_dovecot_reads_delivered_mail_folders_and_subscriptions() -> None:
+    require(None if DOVECOT_IMAP.exists() else "Dovecot is not installed (apt-get install dovecot-imapd)")
     base = Path(tempfile.mkdtemp(prefix="mailtoaster-dovecot-"))
     try:
         os.chmod(base, 0o755)  # Dovecot runs as an unprivileged user and must reach the Maildir

@@ -196,3 +196,23 @@ def test_every_setting_is_documented() -> None:
         assert isinstance(settings_type, type)
         for setting in dataclasses.fields(settings_type):
             assert f"| `{setting.name}` |" in text, f"[{table.name}] {setting.name}"
+
+
+def test_a_write_failure_is_read_to_the_end_then_temporary() -> None:
+    class FullDisk(io.BytesIO):
+        def write(self, data: object) -> int:
+            raise OSError(28, "No space left on device")
+
+    sink = DataSink(FullDisk(), max_size=10_000)
+    assert not sink.line(b"Subject: x\r\n") and not sink.line(b"body\r\n")
+    assert sink.line(b".\r\n")
+    assert sink.problem is DataProblem.WRITE_FAILED
+    assert sink.refusal is not None and sink.refusal.reply.startswith("451 4.3.0")
+
+
+def test_replies_carry_only_printable_ascii() -> None:
+    from mailtoaster.smtp.replies import printable_reply
+
+    assert printable_reply('500 Error: command "X\x00Y\r\n" not recognized') == (
+        '500 Error: command "X?Y??" not recognized'
+    )

@@ -25,6 +25,7 @@ class DataProblem(enum.Enum):
     BARE_NEWLINE = "bare-newline"
     LINE_TOO_LONG = "line-too-long"
     TOO_BIG = "too-big"
+    WRITE_FAILED = "write-failed"
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,10 @@ REFUSALS = {
         "550 5.5.2 Error: bare <CR> or <LF> in message data is not allowed"
     ),
     DataProblem.LINE_TOO_LONG: DataRefusal(
-        "550 5.5.6 Error: a line is longer than 998 octets (RFC 5321 4.5.3.1.6)"
+        "550 5.6.0 Error: a line is longer than 998 octets (RFC 5321 4.5.3.1.6)"
     ),
     DataProblem.TOO_BIG: DataRefusal("552 5.3.4 Error: message exceeds the fixed maximum message size"),
+    DataProblem.WRITE_FAILED: DataRefusal("451 4.3.0 Error: cannot store the message now, try again later"),
 }
 
 
@@ -67,8 +69,12 @@ class DataSink:
         if self.problem is DataProblem.NONE:
             self.problem = self._check(line)
         if self.problem is DataProblem.NONE:
-            self._out.write(line)
-            self.written += len(line)
+            try:
+                self._out.write(line)
+            except OSError:  # disk full, I/O error: keep reading to the dot, then ask for a retry
+                self.problem = DataProblem.WRITE_FAILED
+            else:
+                self.written += len(line)
         return False
 
     def overlong(self, chunk: bytes) -> None:

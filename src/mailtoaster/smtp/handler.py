@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import Envelope, LoginPassword, Session
 
 from mailtoaster.pipeline import Pipeline, Submission
 from mailtoaster.policy import ClientPolicy
@@ -196,7 +196,8 @@ def _peer(session: Session) -> str:
 def _login(session: Session) -> str | None:
     if not session.authenticated:
         return None
-    login = session.login_data
+    credentials = session.auth_data
+    login = credentials.login if isinstance(credentials, LoginPassword) else credentials
     return login.decode("utf-8", errors="replace") if isinstance(login, bytes) else str(login)
 
 

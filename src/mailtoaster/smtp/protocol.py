@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailtoaster.smtp.data import DataSink
-from mailtoaster.smtp.replies import with_enhanced_code
+from mailtoaster.smtp.replies import printable_reply, with_enhanced_code
 
 log = logging.getLogger("mailtoaster.smtp")
 
@@ -104,8 +104,10 @@ class MailtoasterSMTP(SMTP):
     async def push(self, status: Any) -> None:
         """Every reply leaves with an enhanced status code (RFC 2034), except the greeting and the
         EHLO/HELO response, which the RFC leaves without one."""
-        if isinstance(status, str) and not self._in_greeting_or_ehlo:
-            status = with_enhanced_code(status)
+        if isinstance(status, str):
+            status = printable_reply(status)  # aiosmtpd echoes unknown commands, NUL bytes and all
+            if not self._in_greeting_or_ehlo:
+                status = with_enhanced_code(status)
         await super().push(status)
         if self._close_after_reply and self.transport is not None:
             self.transport.close()
@@ -181,11 +183,26 @@ class MailtoasterSMTP(SMTP):
                 spool.unlink(missing_ok=True)
                 raise
         try:
-            status = sink.refusal.reply if sink.refusal else await self._message_reply(spool, sink.written)
+            if sink.refusal is not None:
+                status = sink.refusal.reply
+                self._log_refusal(sink)
+            else:
+                status = await self._message_reply(spool, sink.written)
         finally:
             spool.unlink(missing_ok=True)
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
+
+    def _log_refusal(self, sink: DataSink) -> None:
+        peer = self.session.peer if self.session is not None else None
+        sender = self.envelope.mail_from if self.envelope is not None else None
+        log.info(
+            "client=%s from=<%s> refused while reading DATA: %s after %d octets",
+            peer[0] if peer else "",
+            sender or "",
+            sink.problem.value,
+            sink.received,
+        )
 
     async def _read_data(self, sink: DataSink) -> None:
         """Feed the sink until the end-of-data line. The idle timer restarts while data keeps coming:

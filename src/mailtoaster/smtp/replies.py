@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 _REPLY = re.compile(r"([245])(\d\d)([ -])(.*)\Z", re.DOTALL)
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _HAS_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |\Z)")
 
 DEFAULT_ENHANCED = {
@@ -34,3 +35,9 @@ def with_enhanced_code(reply: str) -> str:
         return reply
     enhanced = DEFAULT_ENHANCED.get(klass + rest, f"{klass}.0.0")
     return f"{klass}{rest}{separator}{enhanced} {text}".rstrip()
+
+
+def printable_reply(reply: str) -> str:
+    """``reply`` with every character outside printable ASCII made ``?`` (RFC 5321 §4.2: reply text is
+    printable US-ASCII; a NUL or a line break echoed from a client must never reach the wire)."""
+    return _UNPRINTABLE.sub("?", reply)
