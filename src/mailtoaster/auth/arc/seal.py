@@ -59,7 +59,33 @@ def sign_arc(
     (a field, a value ``authserv-id; results`` or just ``results``), and ``arc=<cv>`` if no ``arc``
     result is among them. ``headers`` is the AMS ``h=``; by default DKIM's choice for this message.
     """
-    message = Message.parse(canon.to_crlf(raw))
+    return sign_arc_parsed(
+        Message.parse(canon.to_crlf(raw)),
+        domain=domain,
+        selector=selector,
+        private_key=private_key,
+        authserv_id=authserv_id,
+        auth_results=auth_results,
+        chain=chain,
+        timestamp=timestamp,
+        headers=headers,
+    )
+
+
+def sign_arc_parsed(
+    message: Message,
+    *,
+    domain: str,
+    selector: str,
+    private_key: PrivateKey,
+    authserv_id: str,
+    auth_results: str = "",
+    chain: ArcOutcome | None = None,
+    timestamp: int | None = None,
+    headers: Sequence[str] | None = None,
+) -> list[bytes]:
+    """:func:`sign_arc` for a message already parsed, such as ``Message.from_file(spool)``: the AMS
+    body hash streams a file-backed body."""
     existing = collect(message.headers)
     instance, cv = _next_instance(existing, chain)
     if instance is None:
@@ -89,9 +115,37 @@ async def seal_arc(
 ) -> tuple[ArcOutcome, list[bytes]]:
     """Validate ``raw``'s chain, then :func:`sign_arc` it; the outcome is returned for the caller's
     own Authentication-Results."""
-    chain = await validate_arc(Message.parse(canon.to_crlf(raw)), resolver, options)
-    fields = sign_arc(
-        raw,
+    return await seal_arc_parsed(
+        Message.parse(canon.to_crlf(raw)),
+        resolver,
+        options=options,
+        domain=domain,
+        selector=selector,
+        private_key=private_key,
+        authserv_id=authserv_id,
+        auth_results=auth_results,
+        timestamp=timestamp,
+        headers=headers,
+    )
+
+
+async def seal_arc_parsed(
+    message: Message,
+    resolver: Resolver,
+    *,
+    options: ArcOptions | None = None,
+    domain: str,
+    selector: str,
+    private_key: PrivateKey,
+    authserv_id: str,
+    auth_results: str = "",
+    timestamp: int | None = None,
+    headers: Sequence[str] | None = None,
+) -> tuple[ArcOutcome, list[bytes]]:
+    """:func:`seal_arc` for a message already parsed (a file-backed body is streamed)."""
+    chain = await validate_arc(message, resolver, options)
+    fields = sign_arc_parsed(
+        message,
         domain=domain,
         selector=selector,
         private_key=private_key,
@@ -156,7 +210,7 @@ def _sign_message(
 ) -> Header:
     """The AMS: a relaxed/relaxed DKIM signature over ``names``, with the new AAR already in place."""
     algorithm = engine.algorithm_for(private_key)
-    body_hash = engine.body_hash(message.body, canon.RELAXED, engine.hash_name(algorithm))
+    body_hash = engine.body_digest(message.body_source, canon.RELAXED, engine.hash_name(algorithm)).digest
     tags = {
         "a": algorithm,
         "b": "",

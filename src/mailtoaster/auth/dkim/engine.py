@@ -4,7 +4,10 @@ and sign/verify primitives on the ``cryptography`` package (OpenSSL; constant-ti
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -12,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from mailtoaster.auth.dkim import canon
 from mailtoaster.auth.dkim.key import PublicKey
-from mailtoaster.message import Header
+from mailtoaster.message import Body, FileBody, Header
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -63,12 +66,73 @@ def canonical_body(body: bytes, body_canon: str) -> bytes:
     return canon.body(canon.to_crlf(body), body_canon)
 
 
+@dataclass(frozen=True)
+class BodyDigest:
+    digest: bytes
+    """Of the canonical body, or of its first ``l=`` octets when a length was given."""
+    canonical_length: int
+    """Octets in the whole canonical body: ``l=`` past it is an error, short of it leaves content unsigned."""
+
+
 def body_hash(body: bytes, body_canon: str, hash_algorithm: str, length: int | None = None) -> bytes:
     """Digest of the canonical body, cut to ``length`` octets when ``l=`` asks for it."""
+    return body_digest(body, body_canon, hash_algorithm, length).digest
+
+
+def body_digest(body: Body, body_canon: str, hash_algorithm: str, length: int | None = None) -> BodyDigest:
+    """The body hash of a body in memory (canonicalised whole: fastest) or on disk (streamed).
+
+    A file-backed body is read once per distinct (canonicalisation, hash, length): an RSA and an
+    Ed25519 signature by the same signer, or a DKIM signature and an ARC AMS, share one pass.
+    """
+    if isinstance(body, FileBody):
+        return _file_digests.get(body, (body_canon, hash_algorithm, length))
     canonical = canonical_body(body, body_canon)
-    if length is not None:
-        canonical = canonical[:length]
-    return hashlib.new(hash_algorithm, canonical).digest()
+    covered = canonical if length is None else canonical[:length]
+    return BodyDigest(hashlib.new(hash_algorithm, covered).digest(), len(canonical))
+
+
+def digest_stream(pieces: Iterable[bytes], hash_algorithm: str, length: int | None = None) -> BodyDigest:
+    """:class:`BodyDigest` of the concatenated ``pieces``: all of them counted, the first ``length``
+    octets hashed."""
+    hasher = hashlib.new(hash_algorithm)
+    total = 0
+    for piece in pieces:
+        if length is None:
+            hasher.update(piece)
+        elif total < length:
+            hasher.update(piece[: length - total])
+        total += len(piece)
+    return BodyDigest(hasher.digest(), total)
+
+
+_DigestKey = tuple[str, str, int | None]
+
+
+class _FileDigests:
+    """Body digests of file-backed bodies, kept as long as the body object lives (the message being
+    checked), so passes over a large file are not repeated for identical requests. Thread-safe:
+    :func:`check_signature` may run in worker threads; two threads asking at once may both compute."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_body: weakref.WeakKeyDictionary[FileBody, dict[_DigestKey, BodyDigest]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self, body: FileBody, key: _DigestKey) -> BodyDigest:
+        with self._lock:
+            known = self._by_body.get(body, {}).get(key)
+        if known is not None:
+            return known
+        body_canon, hash_algorithm, length = key
+        computed = digest_stream(canon.body_stream(body.chunks(), body_canon), hash_algorithm, length)
+        with self._lock:
+            self._by_body.setdefault(body, {})[key] = computed
+        return computed
+
+
+_file_digests = _FileDigests()
 
 
 def _rsa_hash(algorithm: str) -> hashes.HashAlgorithm:

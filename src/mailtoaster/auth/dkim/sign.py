@@ -74,7 +74,15 @@ def sign_dkim(raw: bytes, signers: Sequence[DkimSigner], timestamp: int | None =
 
     The signatures are independent: none covers another, so their order does not matter.
     """
-    message = Message.parse(canon.to_crlf(raw))
+    return sign_dkim_parsed(Message.parse(canon.to_crlf(raw)), signers, timestamp)
+
+
+def sign_dkim_parsed(
+    message: Message, signers: Sequence[DkimSigner], timestamp: int | None = None
+) -> list[bytes]:
+    """:func:`sign_dkim` for a message already parsed, such as ``Message.from_file(spool)``: a
+    file-backed body is hashed as it is read, never held in memory. Bare-LF line endings are
+    signed as CRLF, as :func:`sign_dkim` does."""
     if message.get("From") is None:
         raise SigningError("the message has no From field; DKIM requires signing it")
     now = int(time.time()) if timestamp is None else timestamp
@@ -98,7 +106,7 @@ def _sign_one(message: Message, signer: DkimSigner, now: int) -> bytes:
     if "from" not in (name.lower() for name in names):
         raise SigningError("h= must include From")
     algorithm = signer.algorithm
-    body_digest = engine.body_hash(message.body, body_canon, engine.hash_name(algorithm))
+    body_digest = engine.body_digest(message.body_source, body_canon, engine.hash_name(algorithm)).digest
     tags = [
         ("v", "1"),
         ("a", algorithm),

@@ -7,7 +7,6 @@ CPU work done by :func:`check_signature`, which a server can run in a worker thr
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import time
 from dataclasses import dataclass, replace
@@ -201,13 +200,12 @@ def check_signature(
     now = options.now if options.now is not None else int(time.time())
     if signature.expiration is not None and signature.expiration < now:
         return verdict(DkimResult.FAIL, SIGNATURE_EXPIRED)
-    canonical = engine.canonical_body(message.body, signature.body_canon)
-    body_octets = len(canonical)
-    if signature.body_length is not None and signature.body_length > body_octets:
-        return verdict(DkimResult.FAIL, f"l={signature.body_length} is longer than the body ({body_octets})")
-    covered = canonical if signature.body_length is None else canonical[: signature.body_length]
-    digest = hashlib.new(engine.hash_name(signature.algorithm), covered).digest()
-    if not hmac.compare_digest(digest, signature.body_hash):
+    hash_name, length = engine.hash_name(signature.algorithm), signature.body_length
+    body = engine.body_digest(message.body_source, signature.body_canon, hash_name, length)
+    body_octets = body.canonical_length
+    if length is not None and length > body_octets:
+        return verdict(DkimResult.FAIL, f"l={length} is longer than the body ({body_octets})")
+    if not hmac.compare_digest(body.digest, signature.body_hash):
         return verdict(DkimResult.FAIL, BODY_HASH_MISMATCH)
     names, header_canon = signature.signed_headers, signature.header_canon
     data = engine.header_hash_input(message.headers, names, field.raw, header_canon)
@@ -215,8 +213,8 @@ def check_signature(
         return verdict(DkimResult.FAIL, SIGNATURE_MISMATCH)
     if signature.algorithm == engine.RSA_SHA1 and not options.allow_sha1:
         return verdict(DkimResult.POLICY, SHA1_REFUSED)
-    if len(covered) < body_octets and not options.accept_partial_body:
-        return verdict(DkimResult.POLICY, PARTIAL_BODY.format(octets=body_octets - len(covered)))
+    if length is not None and length < body_octets and not options.accept_partial_body:
+        return verdict(DkimResult.POLICY, PARTIAL_BODY.format(octets=body_octets - length))
     return verdict(DkimResult.PASS, VERIFIED)
 
 

@@ -12,10 +12,10 @@ import base64
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from mailtoaster.auth.dkim.canon import to_crlf
-from mailtoaster.auth.domainkeys.canon import signed_data
+from mailtoaster.auth.domainkeys.canon import signed_digest
 from mailtoaster.auth.domainkeys.sender import is_same_or_parent, sending_address
 from mailtoaster.auth.domainkeys.signature import (
     ALGORITHM,
@@ -75,12 +75,25 @@ def sign_domainkeys(
     headers: Sequence[str] | None = None,
 ) -> bytes:
     """The DomainKey-Signature field (folded, ending CRLF) to put above ``raw``'s first line."""
+    message = Message.parse(to_crlf(raw))
+    return sign_domainkeys_parsed(message, domain, selector, private_key, canonicalization, headers)
+
+
+def sign_domainkeys_parsed(
+    message: Message,
+    domain: str,
+    selector: str,
+    private_key: rsa.RSAPrivateKey,
+    canonicalization: str = NOFWS,
+    headers: Sequence[str] | None = None,
+) -> bytes:
+    """:func:`sign_domainkeys` for a message already parsed, such as ``Message.from_file(spool)``:
+    a file-backed body is hashed as it is read, never held in memory."""
     domain, selector = _names(domain, selector)
     if canonicalization not in CANONICALIZATIONS:
         raise DomainKeysSignError(f"canonicalization must be simple or nofws, not {canonicalization!r}")
     if not isinstance(private_key, rsa.RSAPrivateKey):
         raise DomainKeysSignError("DomainKeys (RFC 4870) signs with RSA keys only")
-    message = Message.parse(to_crlf(raw))
     sender = sending_address(message.headers)
     if not sender.ok:
         raise DomainKeysSignError(f"cannot sign: {sender.error}")
@@ -92,8 +105,8 @@ def sign_domainkeys(
     names = {name.lower() for name in (DEFAULT_SIGNED_HEADERS if headers is None else headers)}
     names.add(sender.header.lower())
     signed = [field for field in message.headers if field.name.lower() in names]
-    data = signed_data(signed, message.body, canonicalization)
-    signature = private_key.sign(data, padding.PKCS1v15(), hashes.SHA1())
+    digest = signed_digest(signed, message.body_source, canonicalization)
+    signature = private_key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA1()))
     return _field(domain, selector, canonicalization, [f.name for f in signed], signature)
 
 

@@ -15,10 +15,10 @@ from dataclasses import replace
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from mailtoaster.auth.dkim.key import KeyRecord, KeyRecordError, load_public_key, parse_key_record
-from mailtoaster.auth.domainkeys.canon import signed_data
+from mailtoaster.auth.domainkeys.canon import signed_digest
 from mailtoaster.auth.domainkeys.policy import lookup_policy
 from mailtoaster.auth.domainkeys.result import DkStatus, DomainKeysOutcome, DomainKeysVerdict
 from mailtoaster.auth.domainkeys.sender import SendingAddress, is_same_or_parent, sending_address
@@ -91,7 +91,9 @@ async def _verify_one(message: Message, index: int, resolver: Resolver) -> Domai
         record = await _fetch_key(signature, resolver)
         key = _usable_key(record, sender)
         verdict = replace(verdict, key_testing=record.testing, key_bits=key.key_size)
-        _check_signature(key, signature, signed_data(signed, message.body, signature.canonicalization))
+        _check_signature(
+            key, signature, signed_digest(signed, message.body_source, signature.canonicalization)
+        )
     except SignatureSyntaxError as error:
         return replace(verdict, status=DkStatus.SYNTAX, reason=str(error))
     except _Verdict as stop:
@@ -201,8 +203,9 @@ def granularity_matches(pattern: str, local_part: str) -> bool:
     return long_enough and local_part.startswith(head) and local_part.endswith(tail)
 
 
-def _check_signature(key: rsa.RSAPublicKey, signature: DkSignature, data: bytes) -> None:
+def _check_signature(key: rsa.RSAPublicKey, signature: DkSignature, digest: bytes) -> None:
+    """``digest`` is the SHA-1 of the signed data (:func:`signed_digest`)."""
     try:
-        key.verify(signature.signature, data, padding.PKCS1v15(), hashes.SHA1())
+        key.verify(signature.signature, digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA1()))
     except InvalidSignature:
         raise _Verdict(DkStatus.BADSIG, "signature does not verify") from None
