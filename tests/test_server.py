@@ -296,3 +296,26 @@ def test_confirmed_reverse_name_in_received_and_iprev(tmp_path: Path) -> None:
     assert b"iprev=pass (client.sender.example) policy.iprev=127.0.0.2" in confirmed
     assert b"from client.sender.example ([127.0.0.3])" in unconfirmed
     assert b"iprev=fail" in unconfirmed
+
+
+def test_large_message_is_checked_from_the_spool_file(tmp_path: Path) -> None:
+    """Over Message.from_file's in-memory limit the body stays on disk and is hashed as a stream; the
+    verdicts are the same, and a relayed copy is signed the same way."""
+    from mailtoaster.auth.dkim import DkimSigner, sign_dkim
+    from mailtoaster.keys import load_key
+
+    with installation(tmp_path, server={"max_message_size": 5_000_000}) as mail:
+        key = load_key(mail.sender_keys, SENDER_DOMAIN, SENDER_SELECTOR)
+        body = "".join(f"line {n:07d} of a large message, with  double  spaces \n" for n in range(40_000))
+        raw = message(f"news@{SENDER_DOMAIN}", ALICE, "large", body)
+        assert len(raw) > 2_000_000
+        raw = b"".join(sign_dkim(raw, [DkimSigner(SENDER_DOMAIN, SENDER_SELECTOR, key.private_key)])) + raw
+        assert send(mail, STRANGER, raw)[0] == 250
+        [stored] = mail.maildir_messages(ALICE)
+        assert b"dkim=pass" in stored.replace(b"\n ", b" ")
+        with mail.smtp(RELAY_CLIENT) as client:
+            client.sendmail(ALICE, [REMOTE], message(ALICE, REMOTE, "large out", body))
+        wait_for(lambda: mail.sink.messages)
+        resolver = load_zone_file(mail.config.dns.zone_file)
+        verdicts = asyncio.run(verify_dkim(Message.parse(mail.sink.messages[0][2]), resolver))
+        assert [verdict.result for verdict in verdicts] == [DkimResult.PASS, DkimResult.PASS]

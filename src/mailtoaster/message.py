@@ -14,12 +14,13 @@ accident is a type error, not a surprise in production.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple, Self
+from typing import Any, NamedTuple, Self, TypeVar
 
 _FIELD_PATTERN = rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*+(?:\n[ \t][^\n]*+)*+(?:\n|\Z)"
 _FIELD = re.compile(rb"(" + _FIELD_PATTERN + rb")")
@@ -95,8 +96,19 @@ class FileBody:
                 yield chunk
 
 
+T = TypeVar("T")
+
 Body = bytes | FileBody
 """A body in memory, or where it is on disk."""
+
+
+async def body_work(body: Body, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)``: inline for a body in memory (microseconds), in a worker thread for one on
+    disk, whose hashing reads the file and may take a good part of a second — the event loop must not
+    wait for it (other connections would)."""
+    if isinstance(body, FileBody):
+        return await asyncio.to_thread(function, *args)
+    return function(*args)
 
 
 def body_chunks(body: Body, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:

@@ -96,7 +96,7 @@ class Outbound(Protocol):
 
 
 class Signer(Protocol):
-    def signature_fields(self, message: bytes, message_parsed: Message, policy: ClientPolicy) -> bytes:
+    def signature_fields(self, message: Message, policy: ClientPolicy) -> bytes:
         """DKIM (and DomainKeys) fields to put on top of ``message``; empty when nothing signs."""
         ...
 
@@ -131,15 +131,14 @@ class Pipeline:
     async def process(self, submission: Submission) -> str:
         started = time.monotonic()
         queue_id = new_queue_id(time.time())
-        raw = await asyncio.to_thread(submission.spool.read_bytes)
-        message = Message.parse(raw)
-        report, verdict = (None, None) if submission.outbound else await self._judge(submission, raw, message)
+        message = await asyncio.to_thread(Message.from_file, submission.spool)
+        report, verdict = (None, None) if submission.outbound else await self._judge(submission, message)
         if verdict is not None and verdict.decision.action != "accept":
             reply = verdict.decision.reply
             _log_transaction(submission, queue_id, report, verdict, reply, started)
             return reply
         try:
-            await self._store(submission, queue_id, raw, message, report, verdict)
+            await self._store(submission, queue_id, message, report, verdict)
         except Exception:
             log.exception("id=%s delivery failed; the client keeps the message and will retry", queue_id)
             reply = "451 4.3.0 Temporary failure storing the message, please try again later"
@@ -148,9 +147,7 @@ class Pipeline:
         _log_transaction(submission, queue_id, report, verdict, reply, started)
         return reply
 
-    async def _judge(
-        self, submission: Submission, raw: bytes, message: Message
-    ) -> tuple[VerifyReport, InboundVerdict]:
+    async def _judge(self, submission: Submission, message: Message) -> tuple[VerifyReport, InboundVerdict]:
         envelope = Envelope(ip_address(submission.client_ip), submission.client_name, submission.mail_from)
         report = await verify_message(
             message, envelope, self._resolver, self._settings.authserv_id, reverse_dns=True
@@ -158,12 +155,7 @@ class Pipeline:
         policy = submission.policy
         forbidden = None
         if policy.bad_mime_types or policy.bad_loader_types:
-            forbidden = await asyncio.to_thread(
-                find_forbidden_attachment,
-                raw,
-                bad_mime_types=DEFAULT_BAD_MIME_TYPES if policy.bad_mime_types else (),
-                loader_types=policy.bad_loader_types,
-            )
+            forbidden = await asyncio.to_thread(_forbidden_attachment, submission, policy)
         verdict = decide_inbound(
             report,
             policy,
@@ -177,14 +169,13 @@ class Pipeline:
         self,
         submission: Submission,
         queue_id: str,
-        raw: bytes,
         message: Message,
         report: VerifyReport | None,
         verdict: InboundVerdict | None,
     ) -> None:
         mailboxes, remote = self._route(submission.recipients)
         header_section = sum(len(field.raw) for field in message.headers)
-        headers = raw[:header_section]
+        headers = b"".join(field.raw for field in message.headers)
         if report is not None:
             headers = kept_header_section(message, self._settings.authserv_id)
             results = fold(report.received_spf) + fold(report.authentication_results)
@@ -199,9 +190,8 @@ class Pipeline:
         if remote:
             signatures = b""
             if submission.outbound:
-                signatures = await asyncio.to_thread(
-                    self._signer.signature_fields, raw, message, submission.policy
-                )
+                sign = self._signer.signature_fields
+                signatures = await asyncio.to_thread(sign, message, submission.policy)
             content = original.below(signatures + trace)
             await asyncio.to_thread(self._outbound.enqueue, content, submission.mail_from, remote)
             self._queued()
@@ -235,6 +225,21 @@ class Pipeline:
             timestamp=time.time(),
         )
         return received_field(trace)
+
+
+CONTENT_CHECK_LIMIT = 10 * 1024 * 1024
+"""Attachment checks parse the MIME tree in memory, so larger messages skip them (logged)."""
+
+
+def _forbidden_attachment(submission: Submission, policy: ClientPolicy) -> str | None:
+    if submission.size > CONTENT_CHECK_LIMIT:
+        log.info("attachment checks skipped: %d octets is over %d", submission.size, CONTENT_CHECK_LIMIT)
+        return None
+    return find_forbidden_attachment(
+        submission.spool.read_bytes(),
+        bad_mime_types=DEFAULT_BAD_MIME_TYPES if policy.bad_mime_types else (),
+        loader_types=policy.bad_loader_types,
+    )
 
 
 def _carries_spam_flag(message: Message) -> bool:

@@ -14,8 +14,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailtoaster.auth.author import find_authors
-from mailtoaster.auth.dkim import DkimSigner, SigningError, sign_dkim
-from mailtoaster.auth.domainkeys import DomainKeysSignError, sign_domainkeys
+from mailtoaster.auth.dkim import DkimSigner, SigningError
+from mailtoaster.auth.dkim.sign import sign_dkim_parsed
+from mailtoaster.auth.domainkeys import DomainKeysSignError
+from mailtoaster.auth.domainkeys.sign import sign_domainkeys_parsed
 from mailtoaster.keys import KeyStoreError, StoredKey, list_keys
 from mailtoaster.keys.store import load_private_key
 from mailtoaster.message import Message
@@ -35,8 +37,8 @@ class KeyStoreSigner:
     def __init__(self, config: SigningConfig) -> None:
         self._config = config
 
-    def signature_fields(self, message: bytes, message_parsed: Message, policy: ClientPolicy) -> bytes:
-        domain = find_authors(message_parsed).domain
+    def signature_fields(self, message: Message, policy: ClientPolicy) -> bytes:
+        domain = find_authors(message).domain
         if domain is None:
             log.info("not signed: no single author domain in From")
             return b""
@@ -46,18 +48,17 @@ class KeyStoreSigner:
             log.warning("not signed: key store for %s unreadable: %s", domain, error)
             return b""
         domainkeys = self._domainkeys_field(message, domain, keys, policy)
-        signed = domainkeys + message
         if not (self._config.dkim and keys):
             return domainkeys
         signers = [DkimSigner(domain, key.selector, key.private_key) for key in keys]
         try:
-            return b"".join(sign_dkim(signed, signers)) + domainkeys
+            return b"".join(sign_dkim_parsed(message.with_fields_on_top(domainkeys), signers)) + domainkeys
         except SigningError as error:
             log.info("not DKIM-signed (d=%s): %s", domain, error)
             return domainkeys
 
     def _domainkeys_field(
-        self, message: bytes, domain: str, keys: list[StoredKey], policy: ClientPolicy
+        self, message: Message, domain: str, keys: list[StoredKey], policy: ClientPolicy
     ) -> bytes:
         """DomainKeys covers only the fields below it, so it is made first and DKIM signs over it."""
         chosen = self._domainkeys_key(domain, keys, policy)
@@ -65,7 +66,7 @@ class KeyStoreSigner:
             return b""
         selector, private_key = chosen
         try:
-            return sign_domainkeys(message, domain, selector, private_key)
+            return sign_domainkeys_parsed(message, domain, selector, private_key)
         except DomainKeysSignError as error:
             log.info("not DomainKeys-signed (d=%s): %s", domain, error)
             return b""

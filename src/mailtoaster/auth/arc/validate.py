@@ -37,7 +37,7 @@ from mailtoaster.auth.dkim.result import DkimResult
 from mailtoaster.auth.dkim.signature import DkimSignature
 from mailtoaster.auth.dkim.verify import DkimVerifyOptions, KeyProblem, check_signature, fetch_key
 from mailtoaster.dns import Resolver
-from mailtoaster.message import Header, Message
+from mailtoaster.message import Header, Message, body_work
 
 NO_SETS = "no ARC sets"
 CHAIN_VERIFIED = "chain verified"
@@ -195,7 +195,7 @@ async def _verify_chain(
     signatures: dict[int, bool] = {}
     seals: dict[int, bool] = {}
     newest = sets[-1]
-    latest = _check_signature(message, newest.ams, keys, options)
+    latest = await body_work(message.body_source, _check_signature, message, newest.ams, keys, options)
     signatures[newest.instance] = latest.ok
     failure = None if latest.ok else _Failure(ARC_MESSAGE_SIGNATURE, newest.instance, latest)
     oldest_pass = 0

@@ -24,7 +24,7 @@ from mailtoaster.auth.dkim.signature import (
     parse_signature,
 )
 from mailtoaster.dns import Resolver, RRType
-from mailtoaster.message import Header, Message
+from mailtoaster.message import Header, Message, body_work
 
 SIGNATURE_FIELD = "DKIM-Signature"
 _NAME = SIGNATURE_FIELD.lower()
@@ -110,7 +110,9 @@ async def _verify_one(
         record, public_key = await fetch_key(resolver, signature)
     except KeyProblem as problem:
         return _verdict(signature, index, problem.result, problem.reason)
-    verdict = check_signature(message, index, field, signature, record, public_key, options)
+    verdict = await body_work(
+        message.body_source, check_signature, message, index, field, signature, record, public_key, options
+    )
     if verdict.passed and _unsigned_from_fields(message, signature.signed_headers):
         return replace(verdict, result=DkimResult.FAIL, reason=UNSIGNED_FROM)
     return verdict

@@ -29,7 +29,7 @@ from mailtoaster.auth.domainkeys.signature import (
     parse_signature,
 )
 from mailtoaster.dns import DnsStatus, Resolver, RRType
-from mailtoaster.message import Header, Message
+from mailtoaster.message import Header, Message, body_work
 
 MAX_SIGNATURES = 16
 """Signatures beyond this many are not evaluated (``NORESOURCE``), bounding the DNS work one message
@@ -91,9 +91,10 @@ async def _verify_one(message: Message, index: int, resolver: Resolver) -> Domai
         record = await _fetch_key(signature, resolver)
         key = _usable_key(record, sender)
         verdict = replace(verdict, key_testing=record.testing, key_bits=key.key_size)
-        _check_signature(
-            key, signature, signed_digest(signed, message.body_source, signature.canonicalization)
+        digest = await body_work(
+            message.body_source, signed_digest, signed, message.body_source, signature.canonicalization
         )
+        _check_signature(key, signature, digest)
     except SignatureSyntaxError as error:
         return replace(verdict, status=DkStatus.SYNTAX, reason=str(error))
     except _Verdict as stop:
