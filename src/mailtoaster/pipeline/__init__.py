@@ -3,6 +3,8 @@
 from mailtoaster.pipeline.decide import InboundVerdict, decide_inbound
 from mailtoaster.pipeline.process import (
     Content,
+    ContentFilter,
+    FilterVerdict,
     Mailboxes,
     Outbound,
     Pipeline,
@@ -13,6 +15,8 @@ from mailtoaster.pipeline.process import (
 
 __all__ = [
     "Content",
+    "ContentFilter",
+    "FilterVerdict",
     "InboundVerdict",
     "Mailboxes",
     "Outbound",

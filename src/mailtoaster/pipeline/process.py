@@ -95,6 +95,26 @@ class Outbound(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class FilterVerdict:
+    """What a content filter says about an inbound message."""
+
+    fields: bytes = b""
+    """Header fields to add on top of the delivered copies (``X-Spam-Status: ...``), each ending CRLF."""
+    spam: bool = False
+    """Deliver to Junk (for users who quarantine)."""
+    reply: str | None = None
+    """Refuse the message with this reply instead (``554 5.7.1 ...``); None accepts it."""
+
+
+class ContentFilter(Protocol):
+    """A stage after the authentication checks (the spam filter plugs in here)."""
+
+    async def check(
+        self, message: Message, submission: Submission, report: VerifyReport | None
+    ) -> FilterVerdict: ...
+
+
 class Signer(Protocol):
     def signature_fields(self, message: Message, policy: ClientPolicy) -> bytes:
         """DKIM (and DomainKeys) fields to put on top of ``message``; empty when nothing signs."""
@@ -119,6 +139,7 @@ class Pipeline:
         outbound: Outbound,
         signer: Signer,
         queued: Callable[[], None] = lambda: None,
+        filters: Sequence[ContentFilter] = (),
     ) -> None:
         self._settings = settings
         self._resolver = resolver
@@ -126,6 +147,7 @@ class Pipeline:
         self._outbound = outbound
         self._signer = signer
         self._queued = queued
+        self._filters = tuple(filters)
         """Called (in the event loop) after something was queued: wakes the queue runner."""
 
     async def process(self, submission: Submission) -> str:
@@ -137,8 +159,12 @@ class Pipeline:
             reply = verdict.decision.reply
             _log_transaction(submission, queue_id, report, verdict, reply, started)
             return reply
+        filtered = await self._filter(message, submission, report)
+        if filtered.reply is not None:
+            _log_transaction(submission, queue_id, report, verdict, filtered.reply, started)
+            return filtered.reply
         try:
-            await self._store(submission, queue_id, message, report, verdict)
+            await self._store(submission, queue_id, message, report, verdict, filtered)
         except Exception:
             log.exception("id=%s delivery failed; the client keeps the message and will retry", queue_id)
             reply = "451 4.3.0 Temporary failure storing the message, please try again later"
@@ -172,6 +198,7 @@ class Pipeline:
         message: Message,
         report: VerifyReport | None,
         verdict: InboundVerdict | None,
+        filtered: FilterVerdict,
     ) -> None:
         mailboxes, remote = self._route(submission.recipients)
         header_section = sum(len(field.raw) for field in message.headers)
@@ -182,9 +209,9 @@ class Pipeline:
         else:
             results = b""
         reverse_name = report.iprev.name if report is not None and report.iprev is not None else None
-        trace = self._trace(submission, queue_id, reverse_name) + results
+        trace = self._trace(submission, queue_id, reverse_name) + results + filtered.fields
         original = Content(headers, submission.spool, header_section)
-        spam = _carries_spam_flag(message) or (verdict is not None and verdict.quarantine)
+        spam = filtered.spam or _carries_spam_flag(message) or (verdict is not None and verdict.quarantine)
         for mailbox in mailboxes:
             await asyncio.to_thread(self._mailboxes.deliver, mailbox, original.below(trace), spam=spam)
         if remote:
@@ -195,6 +222,22 @@ class Pipeline:
             content = original.below(signatures + trace)
             await asyncio.to_thread(self._outbound.enqueue, content, submission.mail_from, remote)
             self._queued()
+
+    async def _filter(
+        self, message: Message, submission: Submission, report: VerifyReport | None
+    ) -> FilterVerdict:
+        """Every filter in turn, for inbound mail only; their fields add up, one spam vote is enough,
+        the first refusal wins."""
+        if submission.outbound or not self._filters:
+            return FilterVerdict()
+        fields, spam = b"", False
+        for content_filter in self._filters:
+            found = await content_filter.check(message, submission, report)
+            if found.reply is not None:
+                return found
+            fields += found.fields
+            spam = spam or found.spam
+        return FilterVerdict(fields, spam)
 
     def _route(self, recipients: Sequence[str]) -> tuple[list[str], list[str]]:
         """(local mailboxes, remote addresses), aliases expanded, each once."""

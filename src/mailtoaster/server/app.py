@@ -23,7 +23,7 @@ from pathlib import Path
 from mailtoaster import __version__
 from mailtoaster.config import DEFAULT_RULES, Config
 from mailtoaster.dns import Resolver, ZoneFileError, load_zone_file
-from mailtoaster.pipeline import Content, Pipeline, PipelineSettings
+from mailtoaster.pipeline import Content, ContentFilter, Pipeline, PipelineSettings
 from mailtoaster.pipeline.sign import KeyStoreSigner, SigningConfig
 from mailtoaster.policy import (
     ClientPolicy,
@@ -97,11 +97,14 @@ class Listener:
 class MailServer:
     """``await start()``, then ``await wait_stopped()``; ``request_stop()`` (SIGTERM) ends it."""
 
-    def __init__(self, config: Config, *, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self, config: Config, *, resolver: Resolver | None = None, filters: Sequence[ContentFilter] = ()
+    ) -> None:
         self.config = config
         self.hostname = config.server.hostname or socket.getfqdn()
         self.data_dir = config.data_dir
         self._resolver = resolver
+        self._filters = tuple(filters)
         self.listeners: dict[str, Listener] = {}
         self._connections: set[MailtoasterSMTP] = set()
         self._stop = asyncio.Event()
@@ -158,6 +161,7 @@ class MailServer:
                 )
             ),
             queued=self.runner.wake,
+            filters=self._filters,
         )
         await self._listen(pipeline, self._tls_context())
         # Ports are bound (a port in use fails above, before anything is touched); clients are let in
