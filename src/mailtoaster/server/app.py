@@ -16,6 +16,7 @@ import signal
 import socket
 import ssl
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,29 +314,36 @@ class MailServer:
     def _protocol_factory(
         self, handler: SmtpHandler, tls: ssl.SSLContext, *, submission: bool, implicit: bool
     ) -> Callable[[], MailtoasterSMTP]:
-        settings = self.config.server
-
         def make() -> MailtoasterSMTP:
-            protocol = MailtoasterSMTP(
-                handler,
-                spool_dir=self.data_dir / "spool",
-                password_check=self._check_password,
-                max_line_length=settings.max_line_length,
-                implicit_tls=implicit,
-                connections=self._connections,
-                data_size_limit=settings.max_message_size,
-                enable_SMTPUTF8=True,
-                hostname=self.hostname,
-                ident="mailtoaster",
-                tls_context=None if implicit else tls,
-                timeout=settings.timeout,
-                auth_required=submission,
-                auth_require_tls=not implicit,
-                loop=asyncio.get_running_loop(),
-            )
-            return protocol
+            with warnings.catch_warnings():
+                # aiosmtpd warns about AUTH without required TLS: on the implicit-TLS port the whole
+                # connection is TLS before the first command, which aiosmtpd's flag does not know.
+                warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+                return self._protocol(handler, tls, submission=submission, implicit=implicit)
 
         return make
+
+    def _protocol(
+        self, handler: SmtpHandler, tls: ssl.SSLContext, *, submission: bool, implicit: bool
+    ) -> MailtoasterSMTP:
+        settings = self.config.server
+        return MailtoasterSMTP(
+            handler,
+            spool_dir=self.data_dir / "spool",
+            password_check=self._check_password,
+            max_line_length=settings.max_line_length,
+            implicit_tls=implicit,
+            connections=self._connections,
+            data_size_limit=settings.max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=self.hostname,
+            ident="mailtoaster",
+            tls_context=None if implicit else tls,
+            timeout=settings.timeout,
+            auth_required=submission,
+            auth_require_tls=not implicit,
+            loop=asyncio.get_running_loop(),
+        )
 
     async def _check_password(self, login: str, password: str) -> bool:
         return await asyncio.to_thread(self.directory.verify_password, login, password)
