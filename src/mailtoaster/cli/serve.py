@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.log_level != "debug":
+        # aiosmtpd logs a dozen INFO lines per message (every command); ours is one line per
+        # transaction with the verdicts in it, which is the one a postmaster greps.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
     return asyncio.run(_serve(config))
 
 

@@ -4,6 +4,7 @@ from mailtoaster.pipeline.decide import InboundVerdict, decide_inbound
 from mailtoaster.pipeline.process import (
     Content,
     ContentFilter,
+    Expansion,
     FilterVerdict,
     Mailboxes,
     Outbound,
@@ -16,6 +17,7 @@ from mailtoaster.pipeline.process import (
 __all__ = [
     "Content",
     "ContentFilter",
+    "Expansion",
     "FilterVerdict",
     "InboundVerdict",
     "Mailboxes",

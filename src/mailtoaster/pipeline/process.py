@@ -14,7 +14,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -32,6 +32,14 @@ log = logging.getLogger("mailtoaster.smtp")
 
 
 @dataclass(frozen=True)
+class Expansion:
+    """Where one accepted local recipient's copies go."""
+
+    mailboxes: tuple[str, ...]
+    forwards: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Submission:
     """A complete message and everything known about how it arrived."""
 
@@ -46,6 +54,9 @@ class Submission:
     extended: bool
     spool: Path
     size: int
+    expansions: Mapping[str, Expansion] | None = None
+    """Local recipients as resolved at RCPT (every other recipient is remote); None: ask the
+    mailboxes here."""
 
     @property
     def outbound(self) -> bool:
@@ -200,7 +211,7 @@ class Pipeline:
         verdict: InboundVerdict | None,
         filtered: FilterVerdict,
     ) -> None:
-        mailboxes, remote = self._route(submission.recipients)
+        mailboxes, remote = self._route(submission)
         header_section = sum(len(field.raw) for field in message.headers)
         headers = b"".join(field.raw for field in message.headers)
         if report is not None:
@@ -239,18 +250,26 @@ class Pipeline:
             spam = spam or found.spam
         return FilterVerdict(fields, spam)
 
-    def _route(self, recipients: Sequence[str]) -> tuple[list[str], list[str]]:
+    def _route(self, submission: Submission) -> tuple[list[str], list[str]]:
         """(local mailboxes, remote addresses), aliases expanded, each once."""
         mailboxes: dict[str, None] = {}
         remote: dict[str, None] = {}
-        for recipient in recipients:
-            if not self._mailboxes.is_local(recipient):
+        for recipient in submission.recipients:
+            expansion = self._expansion(submission, recipient)
+            if expansion is None:
                 remote[recipient] = None
                 continue
-            local, forwards = self._mailboxes.expand(recipient)
-            mailboxes.update(dict.fromkeys(local))
-            remote.update(dict.fromkeys(forwards))
+            mailboxes.update(dict.fromkeys(expansion.mailboxes))
+            remote.update(dict.fromkeys(expansion.forwards))
         return list(mailboxes), list(remote)
+
+    def _expansion(self, submission: Submission, recipient: str) -> Expansion | None:
+        if submission.expansions is not None:
+            return submission.expansions.get(recipient)
+        if not self._mailboxes.is_local(recipient):
+            return None
+        local, forwards = self._mailboxes.expand(recipient)
+        return Expansion(tuple(local), tuple(forwards))
 
     def _trace(self, submission: Submission, queue_id: str, reverse_name: str | None) -> bytes:
         trace = TraceInfo(

@@ -315,6 +315,8 @@ class MailServer:
         self, handler: SmtpHandler, tls: ssl.SSLContext, *, submission: bool, implicit: bool
     ) -> Callable[[], MailtoasterSMTP]:
         def make() -> MailtoasterSMTP:
+            if not implicit:
+                return self._protocol(handler, tls, submission=submission, implicit=implicit)
             with warnings.catch_warnings():
                 # aiosmtpd warns about AUTH without required TLS: on the implicit-TLS port the whole
                 # connection is TLS before the first command, which aiosmtpd's flag does not know.

@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiosmtpd.smtp import Envelope, LoginPassword, Session
 
-from mailtoaster.pipeline import Pipeline, Submission
+from mailtoaster.pipeline import Expansion, Pipeline, Submission
 from mailtoaster.policy import ClientPolicy
 from mailtoaster.smtp.address import AddressError, parse_mailbox
+from mailtoaster.store import Resolution
 
 log = logging.getLogger("mailtoaster.smtp")
 
@@ -34,7 +35,7 @@ INTERNAL_ERROR = "451 4.3.0 Internal error, please try again later"
 class RecipientDirectory(Protocol):
     def is_local_domain(self, domain: str) -> bool: ...
 
-    def resolve(self, address: str) -> object | None: ...
+    def resolve(self, address: str) -> Resolution | None: ...
 
 
 @dataclass
@@ -44,6 +45,9 @@ class ConnectionState:
     policy: ClientPolicy
     unknown_recipients: int = 0
     transactions: int = 0
+    expansions: dict[str, Expansion] = field(default_factory=dict)
+    """The current transaction's local recipients as RCPT resolved them: the pipeline reuses them
+    instead of asking the directory again."""
 
 
 class SmtpHandler:
@@ -117,6 +121,7 @@ class SmtpHandler:
                 return NON_ASCII_REFUSAL
             if (problem := _address_problem(address)) is not None:
                 return f"553 5.1.7 Sender address rejected: {problem}"
+        self._state(session).expansions.clear()
         envelope.mail_from = address  # "<>" stays "<>": aiosmtpd takes an empty mail_from for "no MAIL yet"
         envelope.mail_options.extend(options)
         return "250 2.1.0 Sender OK"
@@ -146,6 +151,9 @@ class SmtpHandler:
                 found = None
             if found is None:
                 return self._unknown_recipient(server, state, address)
+            state.expansions[f"{local_part}@{domain}"] = Expansion(
+                tuple(user.email for user in found.mailboxes), found.forwards
+            )
         elif not (state.policy.relay or session.authenticated):
             log.info("client=%s relay denied rcpt=<%s>", _peer(session), address)
             return "554 5.7.1 Relay access denied"
@@ -185,6 +193,7 @@ class SmtpHandler:
             extended=bool(session.extended_smtp),
             spool=spool,
             size=size,
+            expansions=dict(state.expansions),
         )
         return await self._pipeline.process(submission)
 
