@@ -9,6 +9,7 @@ and aiosmtpd has already dropped any source route (RFC 5321 §4.1.1.3 lets a ser
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections.abc import Callable
@@ -144,11 +145,8 @@ class SmtpHandler:
             local_part, domain = parse_mailbox(address)
         except AddressError as error:
             return f"553 5.1.3 Recipient address rejected: {error}"
-        if self._directory.is_local_domain(domain):
-            try:
-                found = self._directory.resolve(f"{local_part}@{domain}")
-            except ValueError:  # a local part our accounts can never have (quoted, '/', ...)
-                found = None
+        local, found = await asyncio.to_thread(self._look_up, f"{local_part}@{domain}", domain)
+        if local:
             if found is None:
                 return self._unknown_recipient(server, state, address)
             state.expansions[f"{local_part}@{domain}"] = Expansion(
@@ -160,6 +158,16 @@ class SmtpHandler:
         envelope.rcpt_tos.append(f"{local_part}@{domain}")
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Recipient OK"
+
+    def _look_up(self, address: str, domain: str) -> tuple[bool, Resolution | None]:
+        """(is the domain ours, where the address goes): in a worker thread, because the directory is
+        SQLite behind a lock that deliveries also take, and the event loop must not wait for it."""
+        if not self._directory.is_local_domain(domain):
+            return False, None
+        try:
+            return True, self._directory.resolve(address)
+        except ValueError:  # a local part our accounts can never have (quoted, '/', ...)
+            return True, None
 
     def _unknown_recipient(self, server: Any, state: ConnectionState, address: str) -> str:
         state.unknown_recipients += 1

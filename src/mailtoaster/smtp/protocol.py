@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import logging
-import tempfile
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -169,12 +170,11 @@ class MailtoasterSMTP(SMTP):
 
     async def _receive_message(self) -> None:
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self._spool_dir, prefix="in.", delete=False) as spool_file:
-            spool = Path(spool_file.name)
+        spool, spool_file = _new_spool_file(self._spool_dir)
+        with spool_file:
             try:
                 sink = DataSink(
-                    spool_file.file,
+                    spool_file,
                     max_size=self.data_size_limit or 2**62,
                     max_line_length=self._max_line_length,
                 )
@@ -273,3 +273,22 @@ class MailtoasterSMTP(SMTP):
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         log.info("authentication failed for %r", login_text[:100])
         return AuthResult(success=False, handled=False)  # smtp_AUTH answers 535 5.7.8
+
+
+_spool_names = itertools.count()
+
+
+def _new_spool_file(directory: Path) -> tuple[Path, BinaryIO]:
+    """A new file for one message: named by process and counter (unique while the process lives; the
+    spool is emptied at start), created exclusively, readable by this user only. Cheaper than
+    ``tempfile``'s random names, which showed in profiles at a few hundred messages a second."""
+    while True:
+        path = directory / f"in.{os.getpid()}.{next(_spool_names)}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            directory.mkdir(parents=True, exist_ok=True)
+            continue
+        return path, os.fdopen(fd, "wb")
