@@ -21,6 +21,7 @@ file wins for a key, because ``tcprules`` adds records in file order and ``cdb_f
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -178,7 +179,11 @@ def load_rules(path: str | Path) -> RuleSet:
     path = Path(path)
     try:
         with path.open("rb") as stream:
-            data = stream.read(MAX_RULES_FILE_BYTES + 1)
+            # Bounded by the file's size first: read(limit) would reserve the whole limit up front.
+            size = os.fstat(stream.fileno()).st_size
+            data = stream.read(min(size, MAX_RULES_FILE_BYTES) + 1)
+            if len(data) > size:  # a file that says less than it holds (growing, or a pipe)
+                data += stream.read(MAX_RULES_FILE_BYTES + 1 - len(data))
     except OSError as exc:
         raise RulesError(f"cannot read rules {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_RULES_FILE_BYTES:
