@@ -140,7 +140,8 @@ def config_from_mapping(document: dict[str, Any], source: str = "<config>") -> C
             raise ConfigError(f"{source}: unknown table [{table_name}] (known: {', '.join(known)})")
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: [{table_name}] must be a table")
-        settings_type = _settings_type(table_name)
+        settings_type = known[table_name].default_factory
+        assert isinstance(settings_type, type)  # every table is a field(default_factory=<Settings>)
         tables[table_name] = _settings(settings_type, values, f"{source}: [{table_name}]")
     return Config(**tables)
 
@@ -175,12 +176,6 @@ _DURATION_SETTINGS = {
     ("QueueSettings", "max_retry"),
     ("ServerSettings", "timeout"),
 }
-
-
-def _settings_type(table_name: str) -> type[Any]:
-    annotation = {item.name: item for item in dataclasses.fields(Config)}[table_name].default_factory
-    assert isinstance(annotation, type)
-    return annotation
 
 
 def _settings(settings_type: type[Any], values: dict[str, Any], where: str) -> Any:

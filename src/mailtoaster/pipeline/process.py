@@ -158,8 +158,8 @@ class Pipeline:
         self._outbound = outbound
         self._signer = signer
         self._queued = queued
-        self._filters = tuple(filters)
         """Called (in the event loop) after something was queued: wakes the queue runner."""
+        self._filters = tuple(filters)
 
     async def process(self, submission: Submission) -> str:
         started = time.monotonic()
@@ -213,11 +213,11 @@ class Pipeline:
     ) -> None:
         mailboxes, remote = self._route(submission)
         header_section = sum(len(field.raw) for field in message.headers)
-        headers = b"".join(field.raw for field in message.headers)
         if report is not None:
             headers = kept_header_section(message, self._settings.authserv_id)
             results = fold(report.received_spf) + fold(report.authentication_results)
         else:
+            headers = b"".join(field.raw for field in message.headers)
             results = b""
         reverse_name = report.iprev.name if report is not None and report.iprev is not None else None
         trace = self._trace(submission, queue_id, reverse_name) + results + filtered.fields
@@ -331,7 +331,7 @@ def _log_transaction(
 ) -> None:
     checks = ""
     if report is not None:
-        dkim = ",".join(verdict.result.value for verdict in report.dkim) or "none"
+        dkim = ",".join(signature.result.value for signature in report.dkim) or "none"
         checks = (
             f" spf={report.spf.result.value} domainkeys={report.domainkeys.status.name} dkim={dkim}"
             f" dmarc={report.dmarc.result.value} arc={report.arc.result.value}"

@@ -114,6 +114,7 @@ class MailServer:
             self._policies = self._load_policies()
             directory_file = self.data_dir / DIRECTORY_FILE
             self.directory = Directory.open(directory_file, mail_root=self.data_dir / MAIL_DIR)
+            self.mailboxes = DirectoryMailboxes(self.directory, self.hostname)
             self.queue = Queue(self.data_dir / "queue")
         except (OSError, RulesError, DirectoryError, QueueError, ValueError) as error:
             raise StartupError(str(error)) from error
@@ -152,7 +153,7 @@ class MailServer:
                 dmarc_quarantine=self.config.policy.dmarc_quarantine,
             ),
             resolver=resolver,
-            mailboxes=DirectoryMailboxes(self.directory, self.hostname),
+            mailboxes=self.mailboxes,
             outbound=QueueOutbound(self.queue),
             signer=KeyStoreSigner(
                 SigningConfig(
@@ -286,17 +287,14 @@ class MailServer:
             ("submission", settings.submission_port, True, False),
             ("smtps", settings.smtps_port, True, True),
         )
-        ignored_logged: set[tuple[int, str]] = set()
+        handler = SmtpHandler(  # one for every listener: its state is kept per session
+            policy_for=self.policy_for,
+            directory=self.directory,
+            pipeline=pipeline,
+            max_recipients=settings.max_recipients,
+            primary_domain=self._primary_domain,
+        )
         for name, port, submission, implicit in kinds:
-            handler = SmtpHandler(
-                policy_for=self.policy_for,
-                directory=self.directory,
-                pipeline=pipeline,
-                max_recipients=settings.max_recipients,
-                primary_domain=self._primary_domain,
-                submission=submission,
-                ignored_logged=ignored_logged,
-            )
             factory = self._protocol_factory(handler, tls, submission=submission, implicit=implicit)
             listener = Listener(name)
             for address in settings.bind:
@@ -334,7 +332,6 @@ class MailServer:
             spool_dir=self.data_dir / "spool",
             password_check=self._check_password,
             max_line_length=settings.max_line_length,
-            implicit_tls=implicit,
             connections=self._connections,
             data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=True,
@@ -357,7 +354,7 @@ class MailServer:
     async def _bounce(self, dsn: bytes, original_sender: str) -> None:
         """A bounce goes to a local sender's mailbox directly, or out through the queue with the null
         sender (so that it can never bounce back, RFC 5321 §4.5.5)."""
-        mailboxes = DirectoryMailboxes(self.directory, self.hostname)
+        mailboxes = self.mailboxes
         if mailboxes.is_local(original_sender):
             local, forwards = await asyncio.to_thread(mailboxes.expand, original_sender)
             for mailbox in local:

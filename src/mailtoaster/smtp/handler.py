@@ -45,7 +45,6 @@ class ConnectionState:
 
     policy: ClientPolicy
     unknown_recipients: int = 0
-    transactions: int = 0
     expansions: dict[str, Expansion] = field(default_factory=dict)
     """The current transaction's local recipients as RCPT resolved them: the pipeline reuses them
     instead of asking the directory again."""
@@ -62,23 +61,20 @@ class SmtpHandler:
         pipeline: Pipeline,
         max_recipients: int,
         primary_domain: Callable[[], str | None],
-        submission: bool = False,
-        ignored_logged: set[tuple[int, str]] | None = None,
     ) -> None:
         self._policy_for = policy_for
         self._directory = directory
         self._pipeline = pipeline
         self._max_recipients = max_recipients
         self._primary_domain = primary_domain
-        self.submission = submission
-        self._ignored_logged = ignored_logged if ignored_logged is not None else set()
+        self._ignored_logged: set[tuple[int, str]] = set()
         """(rule line, variable) pairs already reported: each ignored variable is logged once."""
         self._connections: weakref.WeakKeyDictionary[Session, ConnectionState] = weakref.WeakKeyDictionary()
 
     # -- connection ----------------------------------------------------------------------------
 
     def connection_refusal(self, session: Session) -> str | None:
-        ip = str(session.peer[0]) if session.peer else ""
+        ip = _peer(session)
         policy = self._policy_for(ip)
         self._connections[session] = ConnectionState(policy)
         self._log_ignored(policy)
@@ -145,17 +141,18 @@ class SmtpHandler:
             local_part, domain = parse_mailbox(address)
         except AddressError as error:
             return f"553 5.1.3 Recipient address rejected: {error}"
-        local, found = await asyncio.to_thread(self._look_up, f"{local_part}@{domain}", domain)
+        recipient = f"{local_part}@{domain}"
+        local, found = await asyncio.to_thread(self._look_up, recipient, domain)
         if local:
             if found is None:
                 return self._unknown_recipient(server, state, address)
-            state.expansions[f"{local_part}@{domain}"] = Expansion(
+            state.expansions[recipient] = Expansion(
                 tuple(user.email for user in found.mailboxes), found.forwards
             )
         elif not (state.policy.relay or session.authenticated):
             log.info("client=%s relay denied rcpt=<%s>", _peer(session), address)
             return "554 5.7.1 Relay access denied"
-        envelope.rcpt_tos.append(f"{local_part}@{domain}")
+        envelope.rcpt_tos.append(recipient)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Recipient OK"
 
@@ -189,7 +186,6 @@ class SmtpHandler:
         self, server: Any, session: Session, envelope: Envelope, spool: Path, size: int
     ) -> str:
         state = self._state(session)
-        state.transactions += 1
         submission = Submission(
             client_ip=_peer(session),
             client_name=session.host_name or "",

@@ -54,7 +54,6 @@ class MailtoasterSMTP(SMTP):
         spool_dir: Path,
         password_check: PasswordCheck | None,
         max_line_length: int = 998,
-        implicit_tls: bool = False,
         connections: set[MailtoasterSMTP] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -66,7 +65,6 @@ class MailtoasterSMTP(SMTP):
         self._password_check = password_check
         self._max_line_length = max_line_length
         self._in_greeting_or_ehlo = False
-        self.implicit_tls = implicit_tls
         self._close_after_reply = False
         self.busy = False
         """True from DATA until its reply is sent: shutdown waits for it (the message is in flight)."""
@@ -87,12 +85,11 @@ class MailtoasterSMTP(SMTP):
     def _timeout_cb(self) -> None:
         """A client silent for ``timeout`` seconds is told why it is cut off (421, as Postfix does)
         instead of finding the connection simply gone."""
-        log.info(
-            "client=%s silent for %gs, closing",
-            self.session.peer[0] if self.session and self.session.peer else "?",
-            self._timeout_duration,
-        )
+        log.info("client=%s silent for %gs, closing", self._peer_ip(), self._timeout_duration)
         self._close_with(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode("ascii", "replace"))
+
+    def _peer_ip(self) -> str:
+        return str(self.session.peer[0]) if self.session is not None and self.session.peer else ""
 
     def _close_with(self, reply: bytes) -> None:
         transport = self.transport
@@ -141,10 +138,8 @@ class MailtoasterSMTP(SMTP):
         assert self.session is not None
         refusal = self.event_handler.connection_refusal(self.session)
         if refusal is not None:
-            self._in_greeting_or_ehlo = True
+            self.close_after_reply()
             await self.push(refusal)
-            assert self.transport is not None
-            self.transport.close()
             return
         await super()._handle_client()
 
@@ -194,11 +189,10 @@ class MailtoasterSMTP(SMTP):
         await self.push(status)
 
     def _log_refusal(self, sink: DataSink) -> None:
-        peer = self.session.peer if self.session is not None else None
         sender = self.envelope.mail_from if self.envelope is not None else None
         log.info(
             "client=%s from=<%s> refused while reading DATA: %s after %d octets",
-            peer[0] if peer else "",
+            self._peer_ip(),
             sender or "",
             sink.problem.value,
             sink.received,
