@@ -171,17 +171,22 @@ def parse(raw: bytes) -> object:
     return BytesParser().parsebytes(raw)
 
 
+def add_users(data_dir: Path) -> None:
+    """The directory every test installation starts with: example.org, alice, bob and team@."""
+    with Directory.open(data_dir / "directory.sqlite", mail_root=data_dir / "mail") as directory:
+        directory.add_domain(LOCAL_DOMAIN)
+        directory.add_user(ALICE, ALICE_PASSWORD)
+        directory.add_user(BOB, "another long password", quarantine=True)
+        directory.add_alias(f"team@{LOCAL_DOMAIN}", [ALICE, BOB])
+
+
 @contextlib.contextmanager
 def installation(tmp_path: Path, zone_extra: str = "", **overrides: object) -> Iterator[Installation]:
     """A running installation; ``zone_extra`` adds zone lines, ``overrides`` replace settings per table
     (``installation(tmp_path, policy={"dmarc_reject": True})``)."""
     data_dir = tmp_path / "var"
     data_dir.mkdir()
-    with Directory.open(data_dir / "directory.sqlite", mail_root=data_dir / "mail") as directory:
-        directory.add_domain(LOCAL_DOMAIN)
-        directory.add_user(ALICE, ALICE_PASSWORD)
-        directory.add_user(BOB, "another long password", quarantine=True)
-        directory.add_alias(f"team@{LOCAL_DOMAIN}", [ALICE, BOB])
+    add_users(data_dir)
     keys_dir = data_dir / "keys"
     create_key(keys_dir, LOCAL_DOMAIN, "default", key_type=KeyType.RSA)
     create_key(keys_dir, LOCAL_DOMAIN, "ed2026", key_type=KeyType.ED25519)

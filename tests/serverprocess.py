@@ -36,15 +36,12 @@ from aiosmtpd.controller import Controller
 import mailtoaster
 from mailtoaster.cli import main as cli_main
 from mailtoaster.keys import KeyType, create_key
-from mailtoaster.store import Directory
 from tests.serverharness import (
-    ALICE,
-    ALICE_PASSWORD,
-    BOB,
     LOCAL_DOMAIN,
     RULES,
     STRANGER,
     Sink,
+    add_users,
     free_port,
     zone_text,
 )
@@ -163,10 +160,7 @@ def prepare_installation(
         zone_file=root / "test.zone",
     )
     setup.data_dir.mkdir(parents=True)
-    with Directory.open(setup.data_dir / "directory.sqlite", mail_root=setup.data_dir / "mail") as directory:
-        directory.add_domain(LOCAL_DOMAIN)
-        directory.add_user(ALICE, ALICE_PASSWORD)
-        directory.add_user(BOB, "another long password", quarantine=True)
+    add_users(setup.data_dir)
     keys_dir = setup.data_dir / "keys"
     create_key(keys_dir, LOCAL_DOMAIN, "ed2026", key_type=KeyType.ED25519)
     setup.zone_file.write_text(zone_text(keys_dir, root / "no-sender-keys"))
