@@ -1,23 +1,29 @@
-"""The DATA phase as a line-by-line sink that streams the message to a file.
+"""The DATA phase as a sink that streams the message to a file, fed whatever the socket delivers.
 
-The message never has to fit in memory: each line is checked and written as it arrives. A message
-that breaks a rule is read to its end (RFC 5321 §4.2.5: the reply comes after the final dot) and then
-refused, with nothing kept:
+The message never has to fit in memory: each piece is checked and written as it arrives, and nothing
+longer than one line (plus the piece in hand) is ever held. A message that breaks a rule is read to its
+end (RFC 5321 §4.2.5: the reply comes after the final dot) and then refused, with nothing kept:
 
 * a bare CR or LF anywhere (SMTP smuggling: a ``<LF>.<LF>`` that another server takes for the end of
   data would split one transaction into two; refused as Postfix's ``smtpd_forbid_bare_newline`` does);
 * a line over the length limit (RFC 5321 §4.5.3.1.6: 998 octets plus CRLF; a leading transparency
   dot does not count);
 * more octets than the size limit (RFC 1870), counted on the wire.
+
+The checks run on whole runs of lines at once (counts and one regular expression, in C) rather than
+line by line in Python: a 3 KB message is some sixty lines, and per-line work showed in profiles.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import re
 from dataclasses import dataclass
 from typing import IO
 
 END_OF_DATA = b".\r\n"
+_END_AFTER_A_LINE = b"\r\n" + END_OF_DATA
 
 
 class DataProblem(enum.Enum):
@@ -45,50 +51,94 @@ REFUSALS = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _overlong_line(max_line_length: int) -> re.Pattern[bytes]:
+    """A line with more than ``max_line_length`` octets after its transparency dot. The dot is
+    matched possessively: otherwise the dot itself could count as one of the octets."""
+    return re.compile(rb"(?:\A|\n)\.?+[^\r\n]{%d}" % (max_line_length + 1))
+
+
 class DataSink:
-    """Feed it the lines of the DATA phase (each ending in CRLF, as read with ``readuntil(b"\\r\\n")``)
-    and the pieces of over-long lines; it writes the unstuffed message to ``out``."""
+    """Feed it what the client sends after the 354 (:meth:`feed`, any split); it writes the unstuffed
+    message to ``out`` and says where the end-of-data line was."""
 
     def __init__(self, out: IO[bytes], *, max_size: int, max_line_length: int = 998) -> None:
         self._out = out
         self._max_size = max_size
-        self._max_line = max_line_length + 2  # CRLF
+        self._max_pending = max_line_length + 3  # a transparency dot and CRLF
+        self._overlong = _overlong_line(max_line_length)
+        self._pending = b""
+        """The start of a line whose CRLF has not arrived yet (at most one line long)."""
+        self._at_line_start = True
+        """Whether ``_pending`` (or the next piece, when it is empty) starts a line."""
         self.received = 0
         """Octets read from the wire so far."""
         self.written = 0
         """Octets of message written to ``out`` (after dot-unstuffing)."""
         self.problem = DataProblem.NONE
 
-    def line(self, line: bytes) -> bool:
-        """One whole line, CRLF included. True when it is the end-of-data marker (not written)."""
-        if line == END_OF_DATA:
-            return True
-        self.received += len(line)
-        if line.startswith(b"."):
-            line = line[1:]
-        if self.problem is DataProblem.NONE:
-            self.problem = self._check(line)
-        if self.problem is DataProblem.NONE:
-            try:
-                self._out.write(line)
-            except OSError:  # disk full, I/O error: keep reading to the dot, then ask for a retry
-                self.problem = DataProblem.WRITE_FAILED
-            else:
-                self.written += len(line)
-        return False
+    def feed(self, piece: bytes) -> bytes | None:
+        """The next octets from the client. None while the message goes on; at the end-of-data line,
+        the octets that came after it (pipelined commands, RFC 2920), which are not the message's."""
+        data = self._pending + piece if self._pending else piece
+        end = self._end_of_data(data)
+        if end is not None:
+            self._take_lines(data[:end])
+            self._pending = b""
+            self._at_line_start = True
+            return data[end + len(END_OF_DATA) :]
+        complete = data.rfind(b"\r\n") + 2
+        if complete >= 2:
+            self._take_lines(data[:complete])
+            self._at_line_start = True
+            data = data[complete:]
+        self._pending = data
+        if len(data) > self._max_pending:
+            self._drop_overlong()
+        return None
 
-    def overlong(self, chunk: bytes) -> None:
-        """A piece of a line longer than the reader's buffer: counted, never written."""
-        self.received += len(chunk)
+    def _end_of_data(self, data: bytes) -> int | None:
+        """Where the ``.CRLF`` line starts in ``data``, if it is there."""
+        if self._at_line_start and data.startswith(END_OF_DATA):
+            return 0
+        found = data.find(_END_AFTER_A_LINE)
+        return None if found < 0 else found + 2
+
+    def _take_lines(self, lines: bytes) -> None:
+        """Whole lines, each ending CRLF, the first one starting a line when ``_at_line_start``."""
+        if not lines:
+            return
+        self.received += len(lines)
+        if self.problem is DataProblem.NONE:
+            self.problem = self._check(lines)
+        if self.problem is not DataProblem.NONE:
+            return
+        if self._at_line_start and lines.startswith(b"."):
+            lines = lines[1:]
+        lines = lines.replace(b"\r\n.", b"\r\n")
+        try:
+            self._out.write(lines)
+        except OSError:  # disk full, I/O error: keep reading to the dot, then ask for a retry
+            self.problem = DataProblem.WRITE_FAILED
+        else:
+            self.written += len(lines)
+
+    def _drop_overlong(self) -> None:
+        """A line longer than any allowed one: counted, never kept. Its last octet stays, in case it
+        is the CR of the CRLF that ends it."""
+        dropped = len(self._pending) - 1
+        self.received += dropped
+        self._pending = self._pending[-1:]
+        self._at_line_start = False
         if self.problem is DataProblem.NONE:
             self.problem = DataProblem.LINE_TOO_LONG
         self._check_size()
 
-    def _check(self, line: bytes) -> DataProblem:
-        content = line[:-2]
-        if b"\n" in content or b"\r" in content:
+    def _check(self, lines: bytes) -> DataProblem:
+        newlines = lines.count(b"\n")
+        if newlines != lines.count(b"\r") or newlines != lines.count(b"\r\n"):
             return DataProblem.BARE_NEWLINE
-        if len(line) > self._max_line:
+        if self._at_line_start and self._overlong.search(lines) is not None:
             return DataProblem.LINE_TOO_LONG
         if self.received > self._max_size:
             return DataProblem.TOO_BIG

@@ -9,7 +9,6 @@ and aiosmtpd has already dropped any source route (RFC 5321 §4.1.1.3 lets a ser
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from collections.abc import Callable
@@ -142,7 +141,7 @@ class SmtpHandler:
         except AddressError as error:
             return f"553 5.1.3 Recipient address rejected: {error}"
         recipient = f"{local_part}@{domain}"
-        local, found = await asyncio.to_thread(self._look_up, recipient, domain)
+        local, found = self._look_up(recipient, domain)
         if local:
             if found is None:
                 return self._unknown_recipient(server, state, address)
@@ -157,8 +156,9 @@ class SmtpHandler:
         return "250 2.1.5 Recipient OK"
 
     def _look_up(self, address: str, domain: str) -> tuple[bool, Resolution | None]:
-        """(is the domain ours, where the address goes): in a worker thread, because the directory is
-        SQLite behind a lock that deliveries also take, and the event loop must not wait for it."""
+        """(is the domain ours, where the address goes). On the event loop: two indexed SQLite reads
+        in WAL mode (no writer blocks them) cost tens of microseconds, less than a hand-off to a
+        worker thread, whose contention for the GIL cost more CPU than the look-up in profiles."""
         if not self._directory.is_local_domain(domain):
             return False, None
         try:
