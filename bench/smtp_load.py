@@ -184,25 +184,52 @@ class CpuTimes:
         return CpuTimes(self.user - other.user, self.system - other.system)
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and all its descendants (mailtoaster's worker processes), from /proc."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pending.extend(int(child) for child in task.read_text().split())
+    return found
+
+
 def cpu_times(pid: int) -> CpuTimes:
-    """A process's CPU time so far, all its threads (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    """CPU time so far of the process and its worker processes, all their threads (fields 14 and 15
+    of /proc/<pid>/stat)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    return CpuTimes(int(fields[11]) / ticks, int(fields[12]) / ticks)
+    user = system = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+            user += int(fields[11]) / ticks
+            system += int(fields[12]) / ticks
+    return CpuTimes(user, system)
 
 
 def memory_bytes(pid: int, name: str) -> int:
-    """A ``Vm*`` line of /proc/<pid>/status (VmRSS: resident now, VmHWM: the peak), in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            return int(line.split()[1]) * 1024
-    raise BenchError(f"/proc/{pid}/status has no {name}")
+    """A ``Vm*`` line of /proc/<pid>/status (VmRSS: resident now, VmHWM: the peak), in bytes, added up
+    over the process and its worker processes: what the server as a whole holds (an overstatement,
+    as pages the processes share count once per process)."""
+    total = 0
+    for member in process_tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith(f"{name}:"):
+                total += int(line.split()[1]) * 1024
+                break
+        else:
+            raise BenchError(f"/proc/{member}/status has no {name}")
+    return total
 
 
 def reset_peak(pid: int) -> bool:
-    """Set VmHWM back to the current RSS (``5`` into /proc/<pid>/clear_refs, Linux 4.0+)."""
+    """Set VmHWM back to the current RSS (``5`` into /proc/<pid>/clear_refs, Linux 4.0+), in the
+    process and its worker processes."""
     try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        for member in process_tree(pid):
+            Path(f"/proc/{member}/clear_refs").write_text("5")
     except OSError:
         return False
     return True
@@ -650,7 +677,7 @@ def cpu_profile(
     for mode in ("--gil", "--idle"):
         raw = server.log.with_name(f"py-spy{mode}.txt")
         sampled = [
-            str(py_spy), "record", "--pid", str(server.pid), "--duration", str(duration),
+            str(py_spy), "record", "--pid", str(server.pid), "--subprocesses", "--duration", str(duration),
             "--rate", str(SAMPLE_RATE), "--format", "raw", "--output", str(raw), "--nonblocking", mode,
         ]  # fmt: skip
         count = int(rate * (duration + 5))

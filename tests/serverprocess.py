@@ -50,10 +50,13 @@ STARTUP_TIMEOUT = 20.0
 """Seconds from spawning to the welcome text; a start takes well under one on an idle machine."""
 EXIT_TIMEOUT = 15.0
 SERVER_HOSTNAME = "mx.example.org"
+WORKERS = 2
+"""Processes per server: set, not one per core, so that every machine runs the same test."""
 LISTENER_NAMES = ("smtp", "submission", "smtps")
 
 _LISTENER_LINE = re.compile(r"^\s+(smtp|submission|smtps)\s+\S+:(\d+)")
 _WELCOME_END = re.compile(r"^Next:$")
+_ACCEPTING = re.compile(r"worker process (\d+) accepting")
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 """A line the server's logging wrote (``logging.basicConfig`` format in ``cli/serve.py``)."""
 
@@ -137,6 +140,7 @@ def default_tables(setup_paths: ServerSetup, sink_port: int) -> dict[str, dict[s
             "smtps_port": 0,
             "max_message_size": 1_000_000,
             "timeout": 20,
+            "workers": WORKERS,
         },
         "rules": {"file": str(setup_paths.rules_file)},
         "dns": {"zone_file": str(setup_paths.zone_file)},
@@ -349,6 +353,30 @@ class ServerProcess:
     def send_signal(self, signum: signal.Signals) -> None:
         self._current().process.send_signal(signum)
 
+    @property
+    def main_pid(self) -> int:
+        return self._current().process.pid
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes the main process started (its children, from /proc)."""
+        pid = self.main_pid
+        children: list[int] = []
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                children.extend(int(child) for child in task.read_text().split())
+        return children
+
+    def wait_for_workers(self, count: int, timeout: float = STARTUP_TIMEOUT) -> list[int]:
+        """The worker pids once ``count`` of them have said they accept."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            accepting = {int(m.group(1)) for line in self.log_lines if (m := _ACCEPTING.search(line))}
+            if len(pids) == count and set(pids) <= accepting:
+                return pids
+            time.sleep(0.05)
+        raise ServerProcessError(f"{count} worker processes did not come up in {timeout:.0f} s")
+
     def wait(self, timeout: float = EXIT_TIMEOUT) -> ExitedServer:
         """Wait for the server to exit by itself; how it ended and what it printed."""
         run = self._current()
@@ -371,10 +399,15 @@ class ServerProcess:
         """A position in the current run's log: :meth:`wait_for_log` looks only at lines after it."""
         return len(self._current().stderr.lines)
 
-    def wait_for_log(self, pattern: str, *, after: int = 0, timeout: float = 10.0) -> str:
-        """The first log line from ``after`` on that matches ``pattern`` (a regular expression)."""
+    def wait_for_log(
+        self, pattern: str, *, after: int = 0, timeout: float = 10.0, times: int = 1
+    ) -> str:
+        """The ``times``-th log line from ``after`` on that matches ``pattern`` (a regular expression):
+        more than one when every process of the server logs it."""
         reader = self._current().stderr
-        index = reader.wait_for(pattern, after=after, timeout=timeout)
+        index = after - 1
+        for _ in range(times):
+            index = reader.wait_for(pattern, after=index + 1, timeout=timeout)
         return reader.lines[index]
 
     @property

@@ -340,10 +340,12 @@ NEWLY_DENIED = "127.0.0.5"
 
 
 def reload_rules(server: ServerProcess, expected_log: str) -> None:
-    """SIGHUP, then wait for the server to say what it did with the file (signals are asynchronous)."""
+    """SIGHUP, then wait for every process of the server to say what it did with the file (signals are
+    asynchronous)."""
+    processes = 1 + len(server.worker_pids())
     mark = server.log_mark()
     server.send_signal(signal.SIGHUP)
-    server.wait_for_log(expected_log, after=mark)
+    server.wait_for_log(expected_log, after=mark, times=processes)
 
 
 def test_sighup_reloads_rules_and_keeps_them_when_the_file_is_broken(tmp_path: Path) -> None:

@@ -46,6 +46,8 @@ class ServerSettings:
     max_recipients: int = 100
     timeout: float = 300.0
     """Seconds of client silence before the connection is closed (RFC 5321 §4.5.3.2.7 suggests 5 min)."""
+    workers: int = 0
+    """Processes that accept SMTP connections (``mailtoaster serve``); 0: one per CPU core."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,30 @@ def register(subparsers: Any) -> None:
     dns.add_argument("--dns-zone", metavar="FILE", help="answer DNS queries from this BIND master file")
     dns.add_argument("--nameserver", metavar="HOST[:PORT]", action="append", help="DNS server to ask")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    # What the main process passes to the worker processes it starts (docs/smtp.md, worker processes).
+    parser.add_argument("--worker-sockets", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
+
+
+_PASSED_ON = ("config", "data_dir", "rules", "smtp_port", "submission_port", "smtps_port", "hostname")
+
+
+def worker_command(args: argparse.Namespace) -> list[str]:
+    """The command line of a worker process: this one's options, so that it reads the same
+    configuration. Listening ports go too, though the worker binds nothing: they are part of what it
+    prints and logs."""
+    command = [sys.executable, "-m", "mailtoaster", "serve", "--log-level", args.log_level]
+    for name in _PASSED_ON:
+        value = getattr(args, name)
+        if value is not None:
+            command += [f"--{name.replace('_', '-')}", str(value)]
+    for name in ("bind", "nameserver"):
+        for value in getattr(args, name) or ():
+            command += [f"--{name}", value]
+    if args.dns_zone is not None:
+        command += ["--dns-zone", args.dns_zone]
+    return command
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -72,18 +95,18 @@ def run(args: argparse.Namespace) -> int:
         # aiosmtpd logs a dozen INFO lines per message (every command); ours is one line per
         # transaction with the verdicts in it, which is the one a postmaster greps.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, args))
 
 
-async def _serve(config: Config) -> int:
-    from mailtoaster.server import MailServer, StartupError
+async def _serve(config: Config, args: argparse.Namespace) -> int:
+    from mailtoaster.server import StartupError
+    from mailtoaster.server.workers import run_main, run_worker
 
     try:
-        server = MailServer(config)
-        await server.start()
+        if args.worker_sockets is not None and args.worker_of is not None:
+            return await run_worker(config, args.worker_sockets, args.worker_of)
+        return await run_main(
+            config, worker_command(args), lambda server: print(server.welcome(), flush=True)
+        )
     except StartupError as error:
         raise CliError(str(error)) from error
-    server.install_signal_handlers()
-    print(server.welcome(), flush=True)
-    await server.wait_stopped()
-    return 0

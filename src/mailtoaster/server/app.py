@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +85,17 @@ class QueueOutbound:
             return self._queue.enqueue(rest, sender, recipients, prefix=content.prefix).id
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """What makes a :class:`MailServer` one of ``serve``'s extra worker processes: it accepts on the
+    main process's listening sockets instead of binding its own, and leaves the spool clean-up, the
+    queue recovery and the queue runner to the main process, which ``queued`` wakes."""
+
+    sockets: Mapping[str, Sequence[socket.socket]]
+    """Listening sockets by listener name (``smtp``, ``submission``, ``smtps``)."""
+    queued: Callable[[], None]
+
+
 @dataclass
 class Listener:
     name: str
@@ -99,9 +110,15 @@ class MailServer:
     """``await start()``, then ``await wait_stopped()``; ``request_stop()`` (SIGTERM) ends it."""
 
     def __init__(
-        self, config: Config, *, resolver: Resolver | None = None, filters: Sequence[ContentFilter] = ()
+        self,
+        config: Config,
+        *,
+        resolver: Resolver | None = None,
+        filters: Sequence[ContentFilter] = (),
+        worker: WorkerRole | None = None,
     ) -> None:
         self.config = config
+        self._worker = worker
         self.hostname = config.server.hostname or socket.getfqdn()
         self.data_dir = config.data_dir
         self._resolver = resolver
@@ -132,7 +149,7 @@ class MailServer:
 
     async def _start(self) -> None:
         resolver = self._resolver or self._make_resolver()
-        self.runner = QueueRunner(
+        runner = QueueRunner(
             self.queue,
             resolver,
             self._delivery_config(),
@@ -145,6 +162,8 @@ class MailServer:
             ),
             reporting_mta=self.hostname,
         )
+        if self._worker is None:
+            self.runner = runner
         pipeline = Pipeline(
             PipelineSettings(
                 hostname=self.hostname,
@@ -162,19 +181,28 @@ class MailServer:
                     domainkeys=self.config.signing.domainkeys,
                 )
             ),
-            queued=self.runner.wake,
+            queued=runner.wake if self._worker is None else self._worker.queued,
             filters=self._filters,
         )
         await self._listen(pipeline, self._tls_context())
-        # Ports are bound (a port in use fails above, before anything is touched); clients are let in
-        # only once the spool is clean and the queue recovered.
-        self._clean_spool()
-        recovery = await asyncio.to_thread(self.queue.recover)
-        log.info("queue recovered: %s", recovery)
+        if self._worker is None:
+            # Ports are bound (a port in use fails above, before anything is touched); clients are
+            # let in only once the spool is clean and the queue recovered.
+            self._clean_spool()
+            recovery = await asyncio.to_thread(self.queue.recover)
+            log.info("queue recovered: %s", recovery)
         for listener in self.listeners.values():
             for server in listener.servers:
                 await server.start_serving()
-        self._runner_task = asyncio.create_task(self.runner.run_forever(), name="queue-runner")
+        if self.runner is not None:
+            self._runner_task = asyncio.create_task(self.runner.run_forever(), name="queue-runner")
+
+    def listening_fds(self) -> dict[str, list[int]]:
+        """The bound sockets' file descriptors by listener name, for worker processes to accept on."""
+        return {
+            name: [sock.fileno() for server in listener.servers for sock in server.sockets]
+            for name, listener in self.listeners.items()
+        }
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -294,19 +322,21 @@ class MailServer:
             max_recipients=settings.max_recipients,
             primary_domain=self._primary_domain,
         )
+        loop = asyncio.get_running_loop()
         for name, port, submission, implicit in kinds:
             factory = self._protocol_factory(handler, tls, submission=submission, implicit=implicit)
+            context = tls if implicit else None
             listener = Listener(name)
-            for address in settings.bind:
-                server = await asyncio.get_running_loop().create_server(
-                    factory,
-                    address,
-                    port,
-                    ssl=tls if implicit else None,
-                    reuse_address=True,
-                    start_serving=False,
-                )
-                listener.servers.append(server)
+            if self._worker is not None:
+                for sock in self._worker.sockets.get(name, ()):
+                    server = await loop.create_server(factory, sock=sock, ssl=context, start_serving=False)
+                    listener.servers.append(server)
+            else:
+                for address in settings.bind:
+                    server = await loop.create_server(
+                        factory, address, port, ssl=context, reuse_address=True, start_serving=False
+                    )
+                    listener.servers.append(server)
             self.listeners[name] = listener
 
     def _protocol_factory(

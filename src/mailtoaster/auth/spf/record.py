@@ -4,6 +4,7 @@ because a syntax error anywhere makes the whole record a ``permerror`` (§4.6)."
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -76,9 +77,13 @@ def is_spf1_record(text: str) -> bool:
     return _VERSION.match(text) is not None
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_record(text: str, version_prefix_length: int = 6) -> SpfRecord:
     """Parse a record whose version section (``v=spf1`` or a Sender ID ``spf2.0/<scopes>``) is
-    ``version_prefix_length`` characters long. Raises :class:`SpfSyntaxError`."""
+    ``version_prefix_length`` characters long. Raises :class:`SpfSyntaxError`.
+
+    Cached: a server sees the same few records over and over (every message from a domain checks
+    its record, SPF and Sender ID alike), parsing one showed in profiles, and the result is frozen."""
     if not text.isascii() or any(not (0x20 <= ord(ch) <= 0x7E) for ch in text):
         raise SpfSyntaxError("record contains characters outside printable US-ASCII")
     directives: list[Directive] = []

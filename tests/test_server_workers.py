@@ -1,0 +1,158 @@
+"""``mailtoaster serve`` as several processes (docs/smtp.md, worker processes): the workers accept on
+the main process's sockets, pick up rule reloads, hand their queued mail to the main process's queue
+runner, are replaced when they die, and die with the main process.
+
+Which process accepts a connection is the kernel's choice; to talk to a worker for certain, a test
+stops the main process (SIGSTOP): only the workers can accept then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import smtplib
+import time
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+from tests.serverharness import ALICE, RELAY_CLIENT, REMOTE, STRANGER, free_port
+from tests.serverprocess import (
+    ServerProcess,
+    greeting,
+    prepare_installation,
+    remote_sink,
+)
+
+WORKERS = 3
+NEWLY_DENIED = "127.0.0.5"
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@contextlib.contextmanager
+def main_stopped(server: ServerProcess) -> Iterator[None]:
+    """The main process frozen: only the workers accept connections meanwhile."""
+    os.kill(server.main_pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.main_pid, signal.SIGCONT)
+
+
+def message(recipient: str, subject: str) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = "someone@sender.example"
+    mail["To"] = recipient
+    mail["Subject"] = subject
+    mail.set_content("Sent to a worker process.\n")
+    return mail
+
+
+def start(server: ServerProcess) -> list[int]:
+    server.start()
+    return server.wait_for_workers(WORKERS - 1)
+
+
+def test_workers_accept_and_deliver_while_the_main_process_is_stopped(tmp_path: Path) -> None:
+    setup = prepare_installation(tmp_path, sink_port=free_port(), overrides={"server": {"workers": WORKERS}})
+    with ServerProcess(setup.config_file, cwd=tmp_path) as server:
+        workers = start(server)
+        assert len(set(workers)) == WORKERS - 1 and server.main_pid not in workers
+        with main_stopped(server):
+            for number in range(6):
+                with server.smtp(STRANGER) as client:
+                    client.send_message(message(ALICE, f"number {number}"))
+        delivered = list((setup.maildir(ALICE) / "new").iterdir())
+    assert len(delivered) == 6
+    delivering = {name.split("P", 1)[1].split("Q", 1)[0] for name in (path.name for path in delivered)}
+    assert delivering <= {str(pid) for pid in workers}
+
+
+def test_rules_reloaded_on_sighup_reach_every_worker(tmp_path: Path) -> None:
+    setup = prepare_installation(tmp_path, sink_port=free_port(), overrides={"server": {"workers": WORKERS}})
+    with ServerProcess(setup.config_file, cwd=tmp_path) as server:
+        start(server)
+        assert server.ports is not None
+        port = server.ports.smtp
+        setup.rules_file.write_text(f"{NEWLY_DENIED}:deny\n{setup.rules_file.read_text()}")
+        mark = server.log_mark()
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_log("rules reloaded", after=mark, times=WORKERS)
+        with main_stopped(server):
+            for _ in range(4):
+                assert greeting(port, NEWLY_DENIED).startswith("554 5.7.1 ")
+                assert greeting(port, STRANGER).startswith("220 ")
+
+
+def test_mail_a_worker_queues_wakes_the_main_process_queue_runner(tmp_path: Path) -> None:
+    """The runner scans the queue once a minute by itself; a worker's SIGUSR1 makes it look at once."""
+    with remote_sink() as (sink, sink_port):
+        setup = prepare_installation(
+            tmp_path, sink_port=sink_port, overrides={"server": {"workers": WORKERS}}
+        )
+        with ServerProcess(setup.config_file, cwd=tmp_path) as server:
+            start(server)
+            with main_stopped(server), server.smtp(RELAY_CLIENT) as client:
+                client.send_message(message(REMOTE, "relayed by a worker"))
+            assert wait_until(lambda: len(sink.messages) == 1, 15.0), "the queue runner was not woken"
+
+
+def test_a_dead_worker_is_replaced_and_its_spool_files_removed(tmp_path: Path) -> None:
+    setup = prepare_installation(tmp_path, sink_port=free_port(), overrides={"server": {"workers": 2}})
+    spool = setup.data_dir / "spool"
+    with ServerProcess(setup.config_file, cwd=tmp_path) as server:
+        [worker] = start_workers(server, 1)
+        with main_stopped(server):
+            client = server.smtp(STRANGER)
+            assert client.mail("someone@sender.example")[0] == 250 and client.rcpt(ALICE)[0] == 250
+            client.putcmd("data")
+            assert client.getreply()[0] == 354
+            client.send(b"Subject: never finished\r\n\r\nhalf a message\r\n")
+            assert wait_until(lambda: any(spool.glob(f"in.{worker}.*")), 5.0)
+            mark = server.log_mark()
+            os.kill(worker, signal.SIGKILL)
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.close()
+        server.wait_for_log(rf"worker process {worker} ended \(signal 9\)", after=mark)
+        [replacement] = server.wait_for_workers(1)
+        assert replacement != worker and not any(spool.glob(f"in.{worker}.*"))
+        with main_stopped(server), server.smtp(STRANGER) as client:
+            client.send_message(message(ALICE, "to the replacement"))
+    [delivered] = (setup.maildir(ALICE) / "new").iterdir()
+    assert f"P{worker}Q" not in delivered.name
+
+
+def start_workers(server: ServerProcess, count: int) -> list[int]:
+    server.start()
+    return server.wait_for_workers(count)
+
+
+def test_workers_die_with_the_main_process_and_stop_with_it(tmp_path: Path) -> None:
+    setup = prepare_installation(tmp_path, sink_port=free_port(), overrides={"server": {"workers": WORKERS}})
+    with ServerProcess(setup.config_file, cwd=tmp_path) as server:
+        workers = start(server)
+        server.send_signal(signal.SIGTERM)
+        exited = server.wait()
+        assert exited.returncode == 0 and "Traceback" not in exited.stderr
+        assert exited.stderr.count(" stopped") == WORKERS
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), 5.0)
+        workers = start(server)
+        server.kill()
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), 5.0), "orphaned workers live on"
