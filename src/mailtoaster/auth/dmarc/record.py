@@ -19,6 +19,7 @@ mode (RFC 7489 or RFC 9989); that decision is :func:`usable_policies`, not the p
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,8 +124,12 @@ def is_dmarc_record(text: str) -> bool:
     return _VERSION.match(text) is not None
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_dmarc_record(text: str) -> DmarcRecord | None:
-    """The record in ``text``, or None if ``text`` is not a DMARC record at all. Never raises."""
+    """The record in ``text``, or None if ``text`` is not a DMARC record at all. Never raises.
+
+    Cached, as SPF records are: the same few records come back with every message, and the result
+    is frozen."""
     if not is_dmarc_record(text):
         return None
     problems: list[str] = []
