@@ -630,6 +630,8 @@ class Measured:
     throughput: dict[int, Throughput] = field(default_factory=dict)
     latency: dict[int, Latency] = field(default_factory=dict)
     peak_rss: int = 0
+    """VmHWM added up over the server's processes."""
+    processes: int = 1
     big: BigMessage | None = None
     sent: int = 0
     """Messages accepted by this server in the whole run."""
@@ -648,6 +650,7 @@ def measure(server: Server, tools: PostfixTools, load: Load, big: bytes) -> Meas
         )
         result.sent += load.messages * load.rounds + load.driver_messages
     result.peak_rss = memory_bytes(server.pid, "VmHWM")
+    result.processes = len(process_tree(server.pid))
     print(f"  {server.label:<18} one {len(big) / MB:,.0f} MB message ...", flush=True)
     result.big = send_big(server, big)
     result.sent += 1
@@ -921,6 +924,8 @@ def report(results: list[Measured], load: Load) -> None:
         big = result.big
         assert big is not None
         note = "" if big.reset else "  (VmHWM not resettable: rise is a lower bound)"
+        if result.processes > 1:
+            note += f"  ({result.processes} processes, added up)"
         print(
             f"{result.label:<20}{result.peak_rss / MB:>10.1f}{'':>17}{big.before / MB:>12.1f}"
             f"{big.peak / MB:>8.1f}{big.rise / MB:>+8.1f}{big.seconds:>7.2f}{note}"

@@ -399,9 +399,7 @@ class ServerProcess:
         """A position in the current run's log: :meth:`wait_for_log` looks only at lines after it."""
         return len(self._current().stderr.lines)
 
-    def wait_for_log(
-        self, pattern: str, *, after: int = 0, timeout: float = 10.0, times: int = 1
-    ) -> str:
+    def wait_for_log(self, pattern: str, *, after: int = 0, timeout: float = 10.0, times: int = 1) -> str:
         """The ``times``-th log line from ``after`` on that matches ``pattern`` (a regular expression):
         more than one when every process of the server logs it."""
         reader = self._current().stderr

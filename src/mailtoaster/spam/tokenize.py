@@ -1,0 +1,429 @@
+"""The tokenizer: a message's distinct tokens, the evidence the Bayes classifier counts.
+
+Modelled on SpamBayes' tokenizer, whose choices were each measured on real mail:
+
+* **Body words** are the lower-cased, white-space separated runs of 3 to 12 characters, punctuation
+  kept (``free!`` and ``free`` are different evidence); longer runs become a ``skip:`` token that keeps
+  only their first character and length class, so a base64 blob or a run-together Chinese sentence
+  is one token, not noise. Adjacent words also make a bigram token (``bi:free money``).
+* **HTML** is reduced to its text (comments, style and script dropped, so a word split by ``<!-- -->``
+  comes back whole); the tag names it used, and every URL in ``href``/``src``, are tokens too.
+* **URLs** give their host and its parent domains (``url:example.com``), path pieces and the marks of
+  obfuscation (an IP address, ``%`` escapes, a user name before ``@``).
+* **Header tokens** carry the field name (``subject:free``, ``from:domain:example.com``,
+  ``header:X-Mailer``): the same word means different things in a Subject and in a body.
+* **Non-text parts** give their type and file name extension.
+
+Which header fields are left out, and why: trace and delivery fields (``Received``, ``Delivered-To``,
+``Return-Path`` is kept) say how the message reached *this* mailbox, not what it is, and in the
+SpamAssassin corpus they are full of the collector's obfuscated addresses, which would make the
+classifier learn the collection, not the spam; the recipient fields (``To``, ``Cc``) likewise (their
+presence is still a token); ``Date`` values date the collection; fields a mail reader writes into its
+own storage (``Status``, ``X-Keywords``, ``Delivery-Date``, ...) say nothing about the sender; and the
+fields this server adds itself (``X-Spam-*``, ``Authentication-Results``, ``Received-SPF``) would make
+the filter learn its own past verdicts — the authentication results count through the scoring rules
+instead.
+
+Every message gives at most :data:`MAX_TOKENS` distinct tokens, header tokens first.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Iterable
+from email.header import decode_header, make_header
+from itertools import pairwise
+
+from mailtoaster.spam.mime import ParsedMessage, parse_message, part_text
+
+MAX_TOKENS = 3000
+"""Distinct tokens kept per message (a long newsletter has about this many; scoring reads 150)."""
+MIN_WORD = 3
+MAX_WORD = 12
+MAX_URLS = 100
+"""URLs tokenized per message."""
+MAX_VALUE = 60
+"""Characters of a header value kept in a whole-value token (``x-mailer:...``)."""
+MAX_TEXT = 200_000
+"""Characters of text tokenized over all the parts."""
+
+IGNORED_FIELDS = frozenset(
+    {
+        "received",
+        "delivered-to",
+        "x-original-to",
+        "envelope-to",
+        "x-envelope-to",
+        "date",
+        "delivery-date",
+        "x-original-date",
+        "status",
+        "x-status",
+        "x-keywords",
+        "x-uid",
+        "x-uidl",
+        "lines",
+        "content-length",
+        "x-mozilla-status",
+        "x-mozilla-status2",
+        "x-evolution",
+        "x-imap",
+        "x-imapbase",
+        "authentication-results",
+        "received-spf",
+        "arc-seal",
+        "arc-message-signature",
+        "arc-authentication-results",
+    }
+)
+"""Fields that give no token at all (see the module docstring for why)."""
+
+_WORD_SPLIT = re.compile(r"[\s\x00-\x1f]+")
+_URL = re.compile(r"(?:https?://|ftp://|www\.)[^\s<>\"'()\[\]{}]+")
+_HTML_URL = re.compile(r"""(?:href|src|action|background)\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
+_EMAIL_DOMAIN = re.compile(r"@([a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)")
+_URL_PIECE = re.compile(r"[/?&=#.;:,_+~!*()-]+")
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_HTML_DROP = re.compile(r"<!--.*?-->|<(style|script)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_BREAK = re.compile(
+    r"</?(?:p|br|div|td|th|tr|li|ul|ol|table|h\d|hr|blockquote|title|center|option|head|body|html)\b[^>]*>",
+    re.IGNORECASE,
+)
+_HTML_TAG = re.compile(r"<[^>]{0,2000}>")
+_SUBJECT_WORD = re.compile(r"[\w$%'.-]+|[!?*$]{2,}")
+_MESSAGE_ID = re.compile(r"<[^<>@\s]+@([^<>@\s]+)>")
+_ANGLE_ADDRESS = re.compile(r"<([^<>]*)>")
+_BARE_ADDRESS = re.compile(r"[^\s<>\"(),;:]+@[^\s<>\"(),;:]+")
+_ENCODED_WORD = "=?"
+
+
+def tokenize(data: bytes) -> list[str]:
+    """The message's distinct tokens, header tokens first, at most :data:`MAX_TOKENS`. Never raises
+    for any input: a message that cannot be read as mail still gives its words."""
+    return tokenize_parsed(parse_message(data))
+
+
+def tokenize_parsed(message: ParsedMessage) -> list[str]:
+    """:func:`tokenize` for a message already parsed. The order is the message's own (header tokens,
+    then the relations, then the body in reading order), so the same message always gives the same
+    list, and the cap keeps the same tokens: forgetting a message takes away exactly what learning
+    it added."""
+    tokens = dict.fromkeys(header_tokens(message.headers))
+    body, url_domains = body_tokens(message)
+    tokens.update(dict.fromkeys(relation_tokens(message.headers, url_domains)))
+    tokens.update(dict.fromkeys(body))
+    listed = list(tokens)
+    return listed[:MAX_TOKENS] if len(listed) > MAX_TOKENS else listed
+
+
+# Header fields ------------------------------------------------------------------------------------
+
+
+def header_tokens(headers: list[tuple[str, str]]) -> list[str]:
+    """``header:Name`` for each field present (the name as written: the spelling of ``Message-Id`` is
+    a mailer's fingerprint), and the tokens of the values worth reading."""
+    tokens: list[str] = []
+    seen: set[str] = set()
+    for name, value in headers:
+        lower = name.lower()
+        if lower in seen or lower in IGNORED_FIELDS or lower.startswith("x-spam-"):
+            continue
+        seen.add(lower)
+        tokens.append("header:" + name)
+        handler = _FIELD_TOKENS.get(lower)
+        if handler is not None:
+            tokens.extend(handler(lower, _decoded(value)))
+    tokens.extend("noheader:" + wanted for wanted in _EXPECTED_FIELDS if wanted not in seen)
+    return tokens
+
+
+_EXPECTED_FIELDS = ("subject", "from", "message-id", "mime-version")
+
+
+def _decoded(value: str) -> str:
+    """RFC 2047 encoded words decoded (``=?utf-8?b?...?=``); the raw value when they are broken."""
+    if _ENCODED_WORD not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value[:2000])))
+    except (UnicodeError, LookupError, ValueError, TypeError, AssertionError):
+        return value
+
+
+def split_address(value: str) -> tuple[str, str]:
+    """(display name, address in lower case) of the first mailbox in a From-like field; ``""`` for
+    what is missing. Lenient and fast: a regular expression, not RFC 5322's grammar (the tokens only
+    need the parts, and broken addresses are evidence, not errors)."""
+    angle = _ANGLE_ADDRESS.search(value)
+    if angle is not None:
+        display = value[: angle.start()].strip().strip('"').strip()
+        return display, angle.group(1).strip().lower()
+    bare = _BARE_ADDRESS.search(value)
+    if bare is None:
+        return value.strip(), ""
+    display = (value[: bare.start()] + value[bare.end() :]).strip().strip("()").strip('"').strip()
+    return display, bare.group(0).lower()
+
+
+def _subject_tokens(name: str, value: str) -> list[str]:
+    words = [word.lower() for word in _SUBJECT_WORD.findall(value)]
+    tokens = ["subject:" + word for word in words if len(word) <= 20]
+    tokens.extend(f"subject:bi:{a} {b}" for a, b in pairwise(words))
+    letters = [char for char in value if char.isalpha()]
+    if len(letters) >= 8 and sum(char.isupper() for char in letters) > 0.8 * len(letters):
+        tokens.append("subject:ALLCAPS")
+    if not value.strip():
+        tokens.append("subject:empty")
+    return tokens
+
+
+def _address_tokens(name: str, value: str) -> list[str]:
+    display, address = split_address(value)
+    local, at, domain = address.rpartition("@")
+    tokens = []
+    if at:
+        tokens.append(f"{name}:addr:{address[:MAX_VALUE]}")
+        tokens.append(f"{name}:domain:{domain[:MAX_VALUE]}")
+        tokens.extend(f"{name}:domain:{parent}" for parent in _parent_domains(domain))
+        if sum(char.isdigit() for char in local) >= 3:
+            tokens.append(f"{name}:local-digits")
+    else:
+        tokens.append(f"{name}:no-address")
+    if display:
+        tokens.extend(f"{name}:name:{word}" for word in display.lower().split()[:8])
+        if "@" in display:
+            tokens.append(f"{name}:name-has-address")
+    else:
+        tokens.append(f"{name}:no-name")
+    return tokens
+
+
+def _domain_only_tokens(name: str, value: str) -> list[str]:
+    domain = split_address(value)[1].rpartition("@")[2]
+    return [f"{name}:domain:{domain[:MAX_VALUE]}" if domain else f"{name}:no-address"]
+
+
+def _message_id_tokens(name: str, value: str) -> list[str]:
+    match = _MESSAGE_ID.search(value)
+    if match is None:
+        return ["message-id:invalid"]
+    return ["message-id:@" + match.group(1).lower()[:MAX_VALUE]]
+
+
+def _whole_value_tokens(name: str, value: str) -> list[str]:
+    lowered = value.lower()
+    tokens = [f"{name}:{lowered[:MAX_VALUE]}"]
+    first = lowered.split(None, 1)
+    if first and first[0] != lowered:
+        tokens.append(f"{name}:{first[0][:MAX_VALUE]}")
+    return tokens
+
+
+def _content_type_tokens(name: str, value: str) -> list[str]:
+    main = value.partition(";")[0].strip().lower()
+    return [f"content-type:{main[:MAX_VALUE]}"]
+
+
+def _word_tokens(name: str, value: str) -> list[str]:
+    return [f"{name}:{word}" for word in value.lower().split()[:10] if len(word) <= 20]
+
+
+_FieldTokens = Callable[[str, str], list[str]]
+_FIELD_TOKENS: dict[str, _FieldTokens] = {
+    "subject": _subject_tokens,
+    "from": _address_tokens,
+    "reply-to": _address_tokens,
+    "sender": _domain_only_tokens,
+    "return-path": _domain_only_tokens,
+    "errors-to": _domain_only_tokens,
+    "message-id": _message_id_tokens,
+    "x-mailer": _whole_value_tokens,
+    "user-agent": _whole_value_tokens,
+    "x-mimeole": _whole_value_tokens,
+    "x-priority": _whole_value_tokens,
+    "x-msmail-priority": _whole_value_tokens,
+    "importance": _whole_value_tokens,
+    "precedence": _whole_value_tokens,
+    "list-id": _whole_value_tokens,
+    "content-transfer-encoding": _whole_value_tokens,
+    "mime-version": _whole_value_tokens,
+    "content-type": _content_type_tokens,
+    "organization": _word_tokens,
+}
+"""Fields whose values give tokens; any other field counts by its presence only (``To`` and ``Cc``
+among them: see the module docstring)."""
+
+
+# How the sender's names relate ----------------------------------------------------------------------
+
+
+def registered_domain(host: str) -> str:
+    """The domain a host belongs to, near enough: the last two labels, three under a two-letter
+    country code's ``co``/``com``/``ac``/... (``www.example.co.uk`` -> ``example.co.uk``). Good enough
+    to compare a sender's domain with the domains its links go to, without a public suffix list."""
+    labels = host.strip(".").split(".")
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "ac", "gov", "edu", "ne", "or", "go"})
+
+
+def relation_tokens(headers: list[tuple[str, str]], url_domains: set[str]) -> list[str]:
+    """How the sender's names agree with each other and with the links: a newsletter the reader
+    asked for links to its sender's own site and is sent from it, spam mostly points elsewhere. One
+    token per relation, so the classifier learns what agreement means, not only who agrees."""
+    first: dict[str, str] = {}
+    for name, value in headers:
+        first.setdefault(name.lower(), value)
+    from_domain = registered_domain(split_address(first.get("from", ""))[1].rpartition("@")[2])
+    tokens = []
+    if url_domains:
+        tokens.append("rel:url-from" if from_domain in url_domains else "rel:url-elsewhere")
+        if len(url_domains) == 1:
+            tokens.append("rel:url-one-domain")
+    match = _MESSAGE_ID.search(first.get("message-id", ""))
+    if match is not None:
+        aligned = registered_domain(match.group(1).lower()) == from_domain
+        tokens.append("rel:msgid-from" if aligned else "rel:msgid-elsewhere")
+    for field in ("return-path", "reply-to"):
+        if field in first:
+            domain = registered_domain(split_address(first[field])[1].rpartition("@")[2])
+            tokens.append(f"rel:{field}-" + ("from" if domain == from_domain else "elsewhere"))
+    return tokens
+
+
+# Body ---------------------------------------------------------------------------------------------
+
+
+def body_tokens(message: ParsedMessage) -> tuple[list[str], set[str]]:
+    """The body's tokens, and the registered domains its URLs point to."""
+    tokens: list[str] = []
+    texts: list[str] = []
+    urls: list[str] = []
+    html_seen = plain_seen = False
+    budget = MAX_TEXT
+    for part in message.parts:
+        tokens.append("part:" + part.content_type)
+        if part.charset:
+            tokens.append("charset:" + part.charset[:40])
+        if part.encoding:
+            tokens.append("cte:" + part.encoding[:40])
+        if part.filename:
+            tokens.extend(_filename_tokens(part.filename))
+        if budget <= 0:
+            continue
+        text = part_text(part)[:budget]
+        if not text:
+            continue
+        if part.content_type == "text/html" or text.lstrip()[:200].lower().startswith(("<html", "<!doc")):
+            html_seen = True
+            text = _html_text(text, urls)
+        elif part.content_type.startswith("text/"):
+            plain_seen = True
+        budget -= len(text)
+        texts.append(text)
+    if html_seen and not plain_seen:
+        tokens.append("html:only")
+    if message.truncated:
+        tokens.append("body:truncated")
+    text = "\n".join(texts).lower()
+    if not text or text.isspace():
+        tokens.append("body:empty")
+        return tokens, set()
+    if "://" in text or "www." in text:
+        urls.extend(_URL.findall(text))
+    url_domains: set[str] = set()
+    for url in urls[:MAX_URLS]:
+        host, found = url_tokens(url)
+        tokens.extend(found)
+        url_domains.add(registered_domain(host))
+    if "@" in text:
+        tokens.extend("email:" + domain for domain in _EMAIL_DOMAIN.findall(text))
+    tokens.extend(word_tokens(text))
+    tokens.append(_eight_bit_token(text))
+    return tokens, url_domains
+
+
+def _filename_tokens(filename: str) -> list[str]:
+    _base, dot, extension = filename.lower().rpartition(".")
+    tokens = ["part:filename"]
+    if dot and 0 < len(extension) <= 8:
+        tokens.append("part:ext:" + extension)
+    return tokens
+
+
+def _html_text(markup: str, urls: list[str]) -> str:
+    """The text of an HTML part; the URLs of its links and images go to ``urls``."""
+    urls.extend(_HTML_URL.findall(markup))
+    text = _HTML_DROP.sub("", markup)
+    text = _HTML_BREAK.sub(" ", text)
+    text = _HTML_TAG.sub("", text)
+    if "&" in text:
+        text = html.unescape(text)
+    return text
+
+
+def word_tokens(text: str) -> list[str]:
+    """Words of 3 to 12 characters, ``skip:`` tokens for longer runs, and ``bi:`` bigrams of adjacent
+    words, in reading order. ``text`` is already in lower case."""
+    words = _WORD_SPLIT.split(text)
+    tokens: dict[str, None] = {}
+    kept: list[str | None] = []
+    for word in words:
+        size = len(word)
+        if MIN_WORD <= size <= MAX_WORD:
+            tokens[word] = None
+            kept.append(word)
+        else:
+            if size > MAX_WORD:
+                tokens[f"skip:{word[0]} {size // 10 * 10}"] = None
+            kept.append(None)
+    tokens.update(dict.fromkeys(f"bi:{a} {b}" for a, b in pairwise(kept) if a and b))
+    return list(tokens)
+
+
+def url_tokens(url: str) -> tuple[str, list[str]]:
+    """A URL's host, and its tokens: the host, its parent domains, path pieces and the marks of
+    obfuscation (an IP address, ``%`` escapes, a user name before ``@``, a port)."""
+    lowered = url.lower()
+    _scheme, separator, rest = lowered.partition("://")
+    if not separator:
+        rest = lowered
+    host, _slash, path = rest.partition("/")
+    host = host.split("?", 1)[0].split("#", 1)[0]
+    tokens = []
+    if "@" in host:
+        tokens.append("url:userinfo")
+        host = host.rpartition("@")[2]
+    if ":" in host:
+        tokens.append("url:port")
+        host = host.partition(":")[0]
+    if "%" in lowered:
+        tokens.append("url:%escape")
+    if _IPV4.fullmatch(host):
+        tokens.append("url:ip")
+    host = host[:MAX_VALUE]
+    tokens.append("url:" + host)
+    tokens.extend("url:" + parent for parent in _parent_domains(host))
+    tokens.extend("url:" + piece for piece in _URL_PIECE.split(path)[:8] if 3 <= len(piece) <= 15)
+    return host, tokens
+
+
+def _parent_domains(domain: str) -> Iterable[str]:
+    labels = domain.split(".")
+    if len(labels) > 2 and not _IPV4.fullmatch(domain):
+        yield ".".join(labels[-2:])
+        if len(labels) > 3:
+            yield ".".join(labels[-3:])
+
+
+def _eight_bit_token(text: str) -> str:
+    """The share of non-ASCII characters, in tenths: foreign-language spam in one token."""
+    if text.isascii():
+        return "8bit%:0"
+    sample = text[:20_000]
+    foreign = len(sample) - len(sample.encode("ascii", "ignore"))
+    return f"8bit%:{foreign * 10 // len(sample)}"

@@ -1,0 +1,293 @@
+"""The classifier's maths, the scoring rules and headers, and the filter trained on the real corpus."""
+
+from __future__ import annotations
+
+import math
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from mailtoaster.spam import (
+    BayesParams,
+    LearnOutcome,
+    MemoryTokenStore,
+    SpamFilter,
+    SpamScore,
+    message_digest,
+    spam_fields,
+)
+from mailtoaster.spam.classifier import (
+    Clue,
+    chi2_survival,
+    classify,
+    fisher_indicator,
+    select_clues,
+    token_probability,
+)
+from mailtoaster.spam.counts import CountsTable
+from mailtoaster.spam.mime import parse_message
+from mailtoaster.spam.scoring import (
+    RULES,
+    RuleHit,
+    auth_rules,
+    bayes_rules,
+    header_rules,
+    render_fields,
+    status_value,
+)
+from mailtoaster.spam.store import TokenCounts, Totals
+from mailtoaster.verify.report import VerifyReport
+
+PARAMS = BayesParams()
+
+
+# The maths ------------------------------------------------------------------------------------------
+
+
+def test_robinson_probability() -> None:
+    totals = Totals(100, 100)
+    # Seen in 10 spam and no ham: (0.45 * 0.5 + 10 * 1.0) / (0.45 + 10)
+    assert token_probability(TokenCounts(10, 0), totals, PARAMS) == pytest.approx(10.225 / 10.45)
+    # Equal ratios are no evidence, however often seen.
+    assert token_probability(TokenCounts(30, 30), totals, PARAMS) == pytest.approx(0.5)
+    # Ratios, not counts: 10 of 100 spam against 20 of 400 ham leans to spam.
+    assert token_probability(TokenCounts(10, 20), Totals(100, 400), PARAMS) > 0.6
+    # A token seen once is pulled towards 0.5: (0.225 + 1) / 1.45.
+    once = token_probability(TokenCounts(1, 0), totals, PARAMS)
+    assert once == pytest.approx(1.225 / 1.45)
+    assert once < token_probability(TokenCounts(2, 0), totals, PARAMS)
+
+
+def test_chi2_survival_known_values() -> None:
+    # With 2 degrees of freedom the survival function is exp(-x/2).
+    assert chi2_survival(3.0, 2) == pytest.approx(math.exp(-1.5))
+    # The median of chi-square with 4 degrees of freedom is about 3.357.
+    assert chi2_survival(3.357, 4) == pytest.approx(0.5, abs=1e-3)
+    assert chi2_survival(0.0, 10) == 1.0
+    assert chi2_survival(5000.0, 300) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fisher_indicator() -> None:
+    assert fisher_indicator([]) == 0.5
+    assert fisher_indicator([0.99] * 20) > 0.99
+    assert fisher_indicator([0.01] * 20) < 0.01
+    # Strong evidence both ways: unsure, not a verdict.
+    assert fisher_indicator([0.99] * 20 + [0.01] * 20) == pytest.approx(0.5, abs=0.01)
+    assert fisher_indicator([0.9, 0.8, 0.95]) > 0.5
+
+
+def test_clue_selection_and_minimum_learned() -> None:
+    counts = CountsTable({"strong": (50, 0), "weak": (51, 49), "hammy": (0, 40), "also": (20, 1)})
+    clues = select_clues(["weak", "strong", "unknown", "hammy", "also"], counts, Totals(200, 200), PARAMS)
+    assert [clue.token for clue in clues] == ["strong", "hammy", "also"]  # strongest first; "weak" is no clue
+    assert select_clues(["strong", "hammy"], counts, Totals(200, 200), BayesParams(max_clues=1))[0].token == (
+        "strong"
+    )
+    plain = {"strong": TokenCounts(50, 0)}  # any Mapping works, not only CountsTable
+    assert select_clues(["strong"], plain, Totals(200, 200), PARAMS)[0].spam == 50
+    assert classify(["strong"], counts, Totals(199, 500), PARAMS).probability is None
+    assert classify(["strong"], counts, Totals(500, 199), PARAMS).probability is None
+    assert classify(["strong"], counts, Totals(200, 200), PARAMS).probability == pytest.approx(1.0, abs=0.1)
+
+
+# Rules and the fields the server adds ----------------------------------------------------------------
+
+
+def test_bayes_bands() -> None:
+    assert bayes_rules(None) == []
+    assert bayes_rules(0.0) == ["BAYES_00"]
+    assert bayes_rules(0.03) == ["BAYES_05"]
+    assert bayes_rules(0.5) == ["BAYES_50"]
+    assert bayes_rules(0.97) == ["BAYES_95"]
+    assert bayes_rules(0.995) == ["BAYES_99"]
+    assert bayes_rules(0.9995) == ["BAYES_99", "BAYES_999"]
+    # A sure Bayes verdict is enough alone (no network tests here to add the rest).
+    assert RULES["BAYES_99"].points + RULES["BAYES_999"].points >= 5.0
+    assert RULES["BAYES_99"].points < 5.0
+
+
+def test_header_rules() -> None:
+    good = parse_message(
+        b"From: Alice <alice@example.com>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\n"
+        b"Message-ID: <1@example.com>\nSubject: Lunch tomorrow\n\nsee you\n"
+    )
+    assert header_rules(good) == []
+    bad = parse_message(
+        b"From: nobody\nMessage-ID: not-an-id\nSubject: FREE MONEY FOR YOU\n"
+        b"Content-Type: text/html\n\n<b>x</b>\n"
+    )
+    assert header_rules(bad) == [
+        "MISSING_DATE",
+        "INVALID_MSGID",
+        "FROM_MALFORMED",
+        "SUBJ_ALL_CAPS",
+        "MIME_HTML_ONLY",
+    ]
+    assert header_rules(parse_message(b"\n\n")) == [
+        "MISSING_DATE",
+        "MISSING_MID",
+        "MISSING_FROM",
+        "MISSING_SUBJECT",
+        "EMPTY_MESSAGE",
+    ]
+
+
+def _report(spf: str, dkim: list[tuple[str, bool]], dmarc: str) -> VerifyReport:
+    """Only what the rules read of a VerifyReport."""
+    fake: Any = SimpleNamespace(
+        spf=SimpleNamespace(result=SimpleNamespace(value=spf)),
+        dkim=[SimpleNamespace(result=SimpleNamespace(value=value), passed=passed) for value, passed in dkim],
+        dmarc=SimpleNamespace(result=SimpleNamespace(value=dmarc)),
+    )
+    return cast(VerifyReport, fake)
+
+
+def test_auth_rules() -> None:
+    assert auth_rules(_report("fail", [("fail", False)], "fail")) == [
+        "SPF_FAIL",
+        "DKIM_INVALID",
+        "DMARC_FAIL",
+        "NO_AUTH",
+    ]
+    assert auth_rules(_report("softfail", [], "none")) == ["SPF_SOFTFAIL", "NO_AUTH"]
+    assert auth_rules(_report("none", [("pass", True)], "pass")) == ["DKIM_VALID", "DMARC_PASS"]
+    assert auth_rules(_report("pass", [], "none")) == ["SPF_PASS"]
+
+
+def _score(points: float, names: list[str]) -> SpamScore:
+    hits = tuple(RuleHit(name, RULES[name].points, "") for name in names)
+    return SpamScore(points, 5.0, hits, 0.999, (Clue("free", 0.99, 10, 0),))
+
+
+def test_spam_fields() -> None:
+    spam = dict(spam_fields(_score(7.3, ["BAYES_99", "SPF_FAIL"]), version="1.2"))
+    assert spam["X-Spam-Flag"] == "YES"
+    assert spam["X-Spam-Score"] == "7.3"
+    assert spam["X-Spam-Level"] == "*******"
+    assert spam["X-Spam-Status"] == (
+        "Yes, score=7.3 required=5.0 tests=BAYES_99,SPF_FAIL\n\tautolearn=no version=1.2"
+    )
+    ham = dict(spam_fields(_score(-1.9, ["BAYES_00"])))
+    assert "X-Spam-Flag" not in ham
+    assert ham["X-Spam-Level"] == ""
+    assert ham["X-Spam-Status"].startswith("No, score=-1.9 required=5.0 tests=BAYES_00 ")
+    assert dict(spam_fields(_score(0.0, [])))["X-Spam-Status"].startswith(
+        "No, score=0.0 required=5.0 tests=none"
+    )
+
+
+def test_status_is_folded_like_spamassassin() -> None:
+    names = [
+        "BAYES_99",
+        "BAYES_999",
+        "MISSING_DATE",
+        "MISSING_MID",
+        "SUBJ_ALL_CAPS",
+        "MIME_HTML_ONLY",
+        "SPF_FAIL",
+    ]
+    value = status_value(_score(12.5, names), version="0.1.0")
+    lines = value.split("\n")
+    assert len(lines) > 1
+    assert all(line.startswith("\t") for line in lines[1:])
+    assert len("X-Spam-Status: " + lines[0]) <= 78
+    assert all(len(line.expandtabs(8)) <= 78 for line in lines[1:])
+    assert value.replace("\n\t", "").replace(" ", "") == (
+        "Yes,score=12.5required=5.0tests=" + ",".join(names) + "autolearn=noversion=0.1.0"
+    )
+    rendered = render_fields(spam_fields(_score(12.5, names)))
+    assert rendered.endswith(b"\r\n")
+    assert b"\r\n\t" in rendered
+    assert b"\n" not in rendered.replace(b"\r\n", b"")
+
+
+# The filter -----------------------------------------------------------------------------------------
+
+
+def test_digest_ignores_what_relays_add() -> None:
+    original = b"From: a@example.com\nSubject: hi\nMessage-ID: <1@x>\n\nbody line\n"
+    relayed = b"Received: from relay\nX-Spam-Status: No\n" + original.replace(b"\n", b"\r\n") + b"\r\n\r\n"
+    assert message_digest(original) == message_digest(relayed)
+    assert message_digest(original) != message_digest(original.replace(b"body line", b"other body"))
+    assert message_digest(original) != message_digest(original.replace(b"Subject: hi", b"Subject: ho"))
+
+
+def test_learn_outcomes_and_score_never_raises() -> None:
+    spam_filter = SpamFilter(MemoryTokenStore())
+    message = b"Subject: hello\n\nsome words here\n"
+    assert spam_filter.learn(message, "spam") is LearnOutcome.LEARNED
+    assert spam_filter.learn(b"Received: x\n" + message, "spam") is LearnOutcome.ALREADY
+    assert spam_filter.learn(message, "ham") is LearnOutcome.MOVED
+    assert spam_filter.learn(message, None) is LearnOutcome.FORGOTTEN
+    assert spam_filter.learn(message, None) is LearnOutcome.NOT_LEARNED
+    for data in (b"", b"\x00\xff" * 1000, bytes(range(256)), b"Content-Type: multipart/x\n\n--"):
+        score = spam_filter.score(data)
+        assert score.bayes is None  # nothing learned: no Bayes verdict at all
+        assert score.verdict in ("spam", "ham")
+
+
+# Trained on the real corpus ---------------------------------------------------------------------------
+
+CORPUS = (
+    Path(
+        os.environ.get("MAILTOASTER_TESTDATA") or Path(__file__).resolve().parents[2] / "shared" / "testdata"
+    )
+    / "spam"
+    / "spamassassin-public"
+)
+
+
+def _train_part(archive: str, group: str, count: int) -> list[bytes]:
+    """The first ``count`` messages of one archive that are in the fixed split's *train* part (the
+    corpus sorted by path; index mod 5 == 0 is test), read without unpacking the rest."""
+    paths = sorted(
+        line.split("\t")[1]
+        for line in (CORPUS / "MANIFEST.tsv").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    train = {path for index, path in enumerate(paths) if index % 5 != 0 and path.startswith(group + "/")}
+    found: list[bytes] = []
+    for name, data in _members(CORPUS / archive):
+        if name in train:
+            found.append(data)
+            if len(found) == count:
+                break
+    return found
+
+
+def _members(archive: Path) -> Iterator[tuple[str, bytes]]:
+    with tarfile.open(archive, "r:bz2") as tar:
+        for member in tar:
+            extracted = tar.extractfile(member) if member.isfile() else None
+            if extracted is not None:
+                yield member.name.removeprefix("./"), extracted.read()
+
+
+@pytest.mark.skipif(not (CORPUS / "MANIFEST.tsv").exists(), reason="SpamAssassin corpus not present")
+def test_trained_on_the_corpus_spam_scores_higher_than_ham() -> None:
+    spam = _train_part("20030228_spam.repack.tar.bz2", "spam", 400)
+    ham = _train_part("20030228_easy_ham.repack.tar.bz2", "easy_ham", 400)
+    spam_filter = SpamFilter(MemoryTokenStore())
+
+    # Below the minimum (200 of each) there is no Bayes verdict at all.
+    list(spam_filter.learn_many(spam[:300], "spam"))
+    list(spam_filter.learn_many(ham[:199], "ham"))
+    assert spam_filter.score(spam[350]).bayes is None
+    assert "BAYES_" not in ",".join(spam_filter.score(spam[350]).tests)
+    list(spam_filter.learn_many(ham[199:300], "ham"))
+    assert spam_filter.store.totals() == Totals(300, 300)
+
+    spam_scores = [spam_filter.score(data) for data in spam[300:]]
+    ham_scores = [spam_filter.score(data) for data in ham[300:]]
+    assert all(score.bayes is not None for score in spam_scores + ham_scores)
+    spam_mean = sum(score.points for score in spam_scores) / len(spam_scores)
+    ham_mean = sum(score.points for score in ham_scores) / len(ham_scores)
+    assert spam_mean > ham_mean + 4.0
+    assert sum(score.is_spam for score in spam_scores) >= 0.8 * len(spam_scores)
+    assert sum(score.is_spam for score in ham_scores) == 0
+    assert spam_scores[0].telling  # the most telling tokens come with the score

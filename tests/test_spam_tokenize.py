@@ -1,0 +1,171 @@
+"""The spam tokenizer and its MIME reader: what becomes a token, and that no input can hurt it."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from mailtoaster.spam.mime import MAX_PARTS, parse_message, part_text, split_header, to_text
+from mailtoaster.spam.tokenize import MAX_TOKENS, registered_domain, split_address, tokenize
+
+PLAIN = (
+    b"From: Alice Example <alice@mail.example.com>\r\n"
+    b"To: bob@example.org\r\n"
+    b"Received: from relay.example.net by mx.example.org\r\n"
+    b"Subject: Cheap watches for you\r\n"
+    b"Message-ID: <123@mail.example.com>\r\n"
+    b"X-Spam-Status: Yes, score=9.9\r\n"
+    b"X-Mailer: Mutt 1.4\r\n"
+    b"\r\n"
+    b"Hello Bob, visit http://shop.example.net/watches/cheap now!\r\n"
+)
+
+
+def test_header_tokens_carry_the_field_name() -> None:
+    tokens = tokenize(PLAIN)
+    assert "subject:cheap" in tokens
+    assert "subject:watches" in tokens
+    assert "from:addr:alice@mail.example.com" in tokens
+    assert "from:domain:mail.example.com" in tokens
+    assert "from:domain:example.com" in tokens
+    assert "from:name:alice" in tokens
+    assert "message-id:@mail.example.com" in tokens
+    assert "x-mailer:mutt 1.4" in tokens
+    assert "header:X-Mailer" in tokens
+    # The same word in the body is a different token from the one in the Subject.
+    assert "watches" not in tokens or "subject:watches" in tokens
+
+
+def test_trace_recipient_and_own_fields_give_no_content_tokens() -> None:
+    tokens = tokenize(PLAIN)
+    assert not any(token.startswith(("received", "header:Received")) for token in tokens)
+    assert not any("x-spam" in token.lower() for token in tokens)
+    assert "header:To" in tokens  # presence only
+    assert not any("bob@example.org" in token for token in tokens)
+
+
+def test_body_words_urls_and_hosts() -> None:
+    tokens = tokenize(PLAIN)
+    assert "hello" in tokens
+    assert "bob," in tokens  # punctuation is kept: SpamBayes found it telling
+    assert "url:shop.example.net" in tokens
+    assert "url:example.net" in tokens
+    assert "url:watches" in tokens
+    assert "bi:hello bob," in tokens
+    assert "rel:url-elsewhere" in tokens  # the link goes to another domain than the sender's
+
+
+def test_mime_base64_quoted_printable_and_charsets_are_decoded() -> None:
+    latin = "Grüße aus Köln".encode("iso-8859-1")
+    message = (
+        b"From: a@example.com\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/alternative; boundary="XX"\n\n'
+        b"preamble\n--XX\nContent-Type: text/plain; charset=iso-8859-1\n"
+        b"Content-Transfer-Encoding: base64\n\n" + base64.encodebytes(latin) + b"\n--XX\n"
+        b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n"
+        b"caf=C3=A9 cr=C3=A8me=\n br=C3=BBl=C3=A9e\n--XX--\nepilogue\n"
+    )
+    tokens = tokenize(message)
+    assert "grüße" in tokens
+    assert "köln" in tokens
+    assert "café" in tokens
+    assert "crème" in tokens
+    assert "brûlée" in tokens
+    assert "subject:grüße" in tokens
+    assert "charset:iso-8859-1" in tokens
+    assert "cte:base64" in tokens
+    assert "part:text/plain" in tokens
+
+
+def test_unknown_and_hostile_charsets_fall_back() -> None:
+    for charset in ("x-no-such-charset", "undefined", "idna", "base64", "rot13", "../../etc", "utf-7"):
+        assert isinstance(to_text(b"caf\xe9 +AGEAYgBj-", charset), str)
+    message = b"Content-Type: text/plain; charset=x-unknown\n\nna\xefve r\xe9sum\xe9 text\n"
+    assert "naïve" in tokenize(message)
+
+
+def test_html_is_reduced_to_text() -> None:
+    message = (
+        b"Content-Type: text/html\n\n<html><head><style>p { color: red }</style></head><body>"
+        b"<p>Buy V<!-- x -->iagra <b>now</b></p><a href='http://10.1.2.3/x'>here</a>"
+        b'<img src="http://img.example.biz/a.gif">&amp; save&nbsp;today</body></html>\n'
+    )
+    tokens = tokenize(message)
+    assert "viagra" in tokens  # the comment split the word; it comes back whole
+    assert "now" in tokens
+    assert "color:" not in tokens  # style sheets are not text
+    assert "url:ip" in tokens
+    assert "url:img.example.biz" in tokens
+    assert "html:only" in tokens
+    assert not any(token.startswith("<") for token in tokens)
+
+
+def test_long_runs_become_skip_tokens() -> None:
+    tokens = tokenize(b"Subject: x\n\nshort " + b"a" * 45 + b" end\n")
+    assert "skip:a 40" in tokens
+    assert not any(len(token) > 40 and not token.startswith("bi:") for token in tokens)
+
+
+def test_tokens_are_capped_and_deterministic() -> None:
+    words = b" ".join(b"w%06d" % index for index in range(100_000))
+    message = b"Subject: many\n\n" + words + b"\n"
+    started = time.perf_counter()
+    first = tokenize(message)
+    assert time.perf_counter() - started < 5.0
+    assert len(first) == MAX_TOKENS
+    assert first == tokenize(message)
+    assert first[0].startswith("header:")  # header tokens come first and survive the cap
+
+
+def test_binary_garbage_and_broken_mime_never_raise() -> None:
+    samples = [
+        bytes(range(256)) * 40,
+        b"\x00\xff" * 5000,
+        b"Content-Type: multipart/mixed; boundary=\n\n--\n--\n",
+        b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n' * 200,
+        b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n!!!not base64 at all===\n",
+        b"Content-Type: message/rfc822\n\n" * 50 + b"Subject: deep\n\nbottom\n",
+        b"",
+        b"\n\n\n",
+        b"Subject: =?utf-8?b?broken?==?x?q?\n\nbody\n",
+    ]
+    for sample in samples:
+        assert isinstance(tokenize(sample), list)
+
+
+def test_nesting_and_part_count_are_bounded() -> None:
+    boundary = b"--b\nContent-Type: text/plain\n\npart\n"
+    message = b'Content-Type: multipart/mixed; boundary="b"\n\n' + boundary * 1000 + b"--b--\n"
+    assert len(parse_message(message).parts) == MAX_PARTS
+
+
+def test_fifty_megabytes_in_bounded_time() -> None:
+    attachment = base64.encodebytes(b"\x00" * (37 << 20))
+    message = (
+        b'Subject: big\nContent-Type: multipart/mixed; boundary="z"\n\n--z\nContent-Type: text/plain\n\n'
+        b"see the attachment\n--z\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: "
+        b'base64\nContent-Disposition: attachment; filename="data.bin"\n\n' + attachment + b"\n--z--\n"
+    )
+    assert len(message) > 50_000_000
+    started = time.perf_counter()
+    tokens = tokenize(message)
+    assert time.perf_counter() - started < 5.0
+    assert "body:truncated" in tokens
+    assert "attachment" in tokens
+    assert "part:ext:bin" in tokens
+
+
+def test_mbox_from_line_and_header_split() -> None:
+    header, body = split_header(b"From someone@example.com Mon Jan 1\nSubject: s\n\nbody\n")
+    assert header == b"Subject: s"
+    assert body == b"body\n"
+    assert split_header(b"no header here at all") == (b"no header here at all", b"")
+    assert part_text(parse_message(b"Subject: s\n\nplain body\n").parts[0]) == "plain body\n"
+
+
+def test_address_and_domain_helpers() -> None:
+    assert split_address('"Alice A." <Alice@Example.COM>') == ("Alice A.", "alice@example.com")
+    assert split_address("bob@example.org (Bob)") == ("Bob", "bob@example.org")
+    assert split_address("undisclosed") == ("undisclosed", "")
+    assert registered_domain("www.example.co.uk") == "example.co.uk"
+    assert registered_domain("a.b.example.com") == "example.com"
