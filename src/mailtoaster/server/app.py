@@ -71,7 +71,6 @@ class DirectoryMailboxes:
         if user is None:
             raise LookupError(f"mailbox {mailbox} vanished between RCPT and delivery")
         maildir = Maildir(user.maildir, hostname=self._hostname)
-        maildir.ensure()
         with content.open() as rest:
             deliver_for_user(maildir, rest, content.prefix, spam=spam, quarantine=user.quarantine)
 

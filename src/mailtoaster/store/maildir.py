@@ -168,9 +168,10 @@ class Maildir:
         )
 
     def _delivery_target(self, folder: str | None) -> Path:
+        """The directory to deliver into, made first if missing: one ``stat`` when it exists."""
+        if not (self.path / "tmp").is_dir():
+            self.ensure()
         if is_inbox(folder):
-            if not (self.path / "tmp").is_dir():
-                self.ensure()
             return self.path
         assert folder is not None
         self.create_folder(folder)
