@@ -14,7 +14,7 @@ import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from pathlib import Path
@@ -181,12 +181,21 @@ def add_users(data_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def installation(tmp_path: Path, zone_extra: str = "", **overrides: object) -> Iterator[Installation]:
-    """A running installation; ``zone_extra`` adds zone lines, ``overrides`` replace settings per table
+def installation(
+    tmp_path: Path,
+    zone_extra: str = "",
+    *,
+    prepare: Callable[[Path], None] | None = None,
+    **overrides: object,
+) -> Iterator[Installation]:
+    """A running installation; ``zone_extra`` adds zone lines, ``prepare(data_dir)`` runs before the
+    server starts (a trained spam filter, other users), ``overrides`` replace settings per table
     (``installation(tmp_path, policy={"dmarc_reject": True})``)."""
     data_dir = tmp_path / "var"
     data_dir.mkdir()
     add_users(data_dir)
+    if prepare is not None:
+        prepare(data_dir)
     keys_dir = data_dir / "keys"
     create_key(keys_dir, LOCAL_DOMAIN, "default", key_type=KeyType.RSA)
     create_key(keys_dir, LOCAL_DOMAIN, "ed2026", key_type=KeyType.ED25519)

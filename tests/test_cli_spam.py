@@ -9,6 +9,7 @@ import pytest
 
 from mailtoaster.cli import main
 from mailtoaster.spam import SpamFilter, SqliteTokenStore, Totals
+from tests.redisserver import RedisServer, flush
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -169,3 +170,63 @@ def test_garbage_messages_are_scored(capsys: pytest.CaptureFixture[str], tmp_pat
     code, out, err = run(capsys, "score", "--json", str(garbage), "--data-dir", str(tmp_path / "var"))
     assert code == 0, err
     assert json.loads(out)["verdict"] in ("spam", "ham")
+
+
+def test_the_configuration_names_the_store_and_the_settings(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--config`` is the server's file: the commands use the store and settings the server uses."""
+    store = tmp_path / "elsewhere" / "bayes.sqlite"
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "var"}"\n\n'
+        f'[spam]\nstore = "{store}"\nrequired = 1.5\nmin_spam = 3\nmin_ham = 3\n'
+    )
+    code, out, err = run(
+        capsys, "learn", "--spam", str(maildir(tmp_path / "s", "spam", 3)), "--config", str(config)
+    )
+    assert code == 0, err
+    run(capsys, "learn", "--ham", str(maildir(tmp_path / "h", "ham", 3)), "--config", str(config))
+    assert store.exists() and not (tmp_path / "var").exists()
+
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(message(99, "spam"))
+    code, out, err = run(capsys, "score", "--json", str(eml), "--config", str(config))
+    scored = json.loads(out)
+    assert scored["required"] == 1.5 and scored["bayes"] is not None  # three of each are enough here
+
+    code, out, err = run(capsys, "spam", "stats", "--json", "--config", str(config))
+    assert json.loads(out)["database"] == str(store) and json.loads(out)["spam"] == 3
+
+    # --data-dir wins over the file's data_dir (the store named in the file stays).
+    code, out, err = run(
+        capsys, "spam", "stats", "--json", "--config", str(config), "--data-dir", str(tmp_path)
+    )
+    assert json.loads(out)["database"] == str(store)
+
+
+def test_a_bad_configuration_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = tmp_path / "serve.toml"
+    config.write_text('[spam]\nstore = "tokens.sqlite"\n')
+    assert_usage_error(*run(capsys, "spam", "stats", "--config", str(config)), "[spam] store")
+    assert_usage_error(*run(capsys, "spam", "stats", "--config", str(tmp_path / "none.toml")), "cannot read")
+
+
+def test_learn_and_score_in_redis(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    flush(redis_server.url)
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[spam]\nstore = "{redis_server.url}"\nmin_spam = 3\nmin_ham = 3\n')
+    run(capsys, "learn", "--spam", str(maildir(tmp_path / "s", "spam", 3)), "--config", str(config))
+    code, out, err = run(
+        capsys, "learn", "--ham", str(maildir(tmp_path / "h", "ham", 3)), "--config", str(config)
+    )
+    assert (code, out.strip()) == (0, "learned 3, already learned 0, moved 0, unreadable 0"), err
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(message(99, "spam"))
+    code, out, err = run(capsys, "score", "--json", str(eml), "--config", str(config))
+    assert json.loads(out)["bayes"] > 0.9
+    code, out, err = run(capsys, "spam", "stats", "--config", str(config))
+    assert f"database:      {redis_server.url}\n" in out and "spam learned:  3" in out
+    assert not (tmp_path / "var").exists()

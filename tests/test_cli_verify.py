@@ -341,3 +341,80 @@ def test_body_length_and_testing_key_are_reported(tmp_path: Path, capsys: pytest
     dmarc = json.loads(out)["dmarc"]
     assert (dmarc["result"], dmarc["spf_aligned"], dmarc["dkim_aligned"]) == ("pass", True, False)
     assert dmarc["dkim_domains"] == []  # the l= signature is not counted as a DKIM pass
+
+
+# -- the spam filter's verdict ----------------------------------------------------------------------
+
+
+def _spam_args(path: Path, sender: str, *extra: str) -> list[str]:
+    return [
+        str(path),
+        "--ip",
+        "192.0.2.7",
+        "--helo",
+        "mx.example.net",
+        "--mail-from",
+        sender,
+        "--dns-zone",
+        str(ZONE),
+        *extra,
+    ]
+
+
+def test_without_a_filter_there_is_no_spam_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, *SAMPLE_ARGS, "--dns-zone", str(ZONE))
+    assert "SpamAssassin" not in out and "X-Spam" not in out
+    _, out, _ = run(capsys, *SAMPLE_ARGS, "--dns-zone", str(ZONE), "--json")
+    assert "spam" not in json.loads(out)
+
+
+def test_with_a_data_directory_the_filter_scores_the_message(
+    tmp_path: Path, trained_spam_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.spamtraining import HAM_SENDER, SPAM_SENDER, ham_message, install_trained, spam_message
+
+    data_dir = tmp_path / "var"
+    install_trained(trained_spam_store, data_dir)
+    spam, ham = tmp_path / "spam.eml", tmp_path / "ham.eml"
+    spam.write_bytes(spam_message(3000))
+    ham.write_bytes(ham_message(3000))
+
+    code, out, err = run(capsys, *_spam_args(spam, SPAM_SENDER, "--data-dir", str(data_dir)))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[len(SUMMARY) - 1 : len(SUMMARY) + 1] == [
+        "ARC check:          none",
+        "SpamAssassin check: spam",
+    ]
+    assert "SpamAssassin details" in lines and "X-Spam-Flag: YES" in lines
+    assert any(line.startswith("X-Spam-Status: Yes, score=") for line in lines)
+
+    code, out, err = run(capsys, *_spam_args(ham, HAM_SENDER, "--data-dir", str(data_dir), "--json"))
+    assert code == 0, err
+    spam_json = json.loads(out)["spam"]
+    assert spam_json["result"] == "ham" and spam_json["required"] == 5.0
+    assert "BAYES_00" in spam_json["tests"] and "NO_AUTH" in spam_json["tests"]  # SPF none here
+    assert spam_json["fields"]["X-Spam-Status"].startswith("No, score=")
+
+
+def test_the_configured_store_and_threshold_are_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.redisserver import free_port
+
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "var"}"\n\n[spam]\nrequired = 0.5\n')
+    code, out, err = run(capsys, *SAMPLE_ARGS, "--dns-zone", str(ZONE), "--config", str(config), "--json")
+    assert code == 0, err
+    assert json.loads(out)["spam"]["required"] == 0.5
+    assert not (tmp_path / "var").exists()  # verifying makes no database
+
+    config.write_text(f'[spam]\nstore = "redis://127.0.0.1:{free_port()}/0"\ntimeout = 1\n')
+    code, out, err = run(capsys, *SAMPLE_ARGS, "--dns-zone", str(ZONE), "--config", str(config))
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1 and "Redis at 127.0.0.1:" in err
+
+
+def test_a_user_needs_a_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *SAMPLE_ARGS, "--dns-zone", str(ZONE), "--user", "alice@example.org")
+    assert (code, out) == (2, "") and "--user" in err and len(err.splitlines()) == 1

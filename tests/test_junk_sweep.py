@@ -22,9 +22,12 @@ from argon2 import PasswordHasher
 
 from mailtoaster.cli import junk as junk_cli
 from mailtoaster.cli import main
+from mailtoaster.config import SpamSettings
+from mailtoaster.spam.filter import LearnOutcome
 from mailtoaster.spam.store import Label, TokenStoreUnavailable
-from mailtoaster.spam.sweep import LearnResult, SweepOptions, result_from_previous, sweep
+from mailtoaster.spam.sweep import SweepOptions, sweep
 from mailtoaster.store import Directory, Maildir, User
+from tests.redisserver import RedisServer, flush
 
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 DAY = 86400.0
@@ -42,14 +45,16 @@ class FakeLearner:
     calls: list[tuple[str, Label, bytes]] = field(default_factory=list)
     fail_on: dict[bytes, Exception] = field(default_factory=dict)
 
-    def __call__(self, data: bytes, label: Label, user: str) -> LearnResult:
+    def __call__(self, data: bytes, label: Label, user: str) -> LearnOutcome:
         if data in self.fail_on:
             raise self.fail_on[data]
         self.calls.append((user, label, data))
         key = (user, hashlib.sha256(data).hexdigest())
         previous = self.learned.get(key)
         self.learned[key] = label
-        return result_from_previous(previous, label)
+        if previous is None:
+            return LearnOutcome.LEARNED
+        return LearnOutcome.ALREADY if previous == label else LearnOutcome.MOVED
 
     def teach(self, user: str, data: bytes, label: Label) -> None:
         self.learned[(user, hashlib.sha256(data).hexdigest())] = label
@@ -301,7 +306,7 @@ def test_an_unavailable_store_stops_the_sweep(world: World, learner: FakeLearner
 @pytest.fixture
 def cli_learner(learner: FakeLearner, monkeypatch: pytest.MonkeyPatch) -> FakeLearner:
     @contextmanager
-    def open_learner(data_dir: Path) -> Iterator[FakeLearner]:
+    def open_learner(data_dir: Path, settings: SpamSettings) -> Iterator[FakeLearner]:
         yield learner
 
     monkeypatch.setattr(junk_cli, "open_learner", open_learner)
@@ -351,7 +356,7 @@ def test_the_command_json_with_ham(
 def test_the_command_dry_run_needs_no_spam_filter(
     world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_learner(data_dir: Path) -> None:
+    def no_learner(data_dir: Path, settings: SpamSettings) -> None:
         raise AssertionError("a dry run must not open the spam filter")
 
     monkeypatch.setattr(junk_cli, "open_learner", no_learner)
@@ -386,7 +391,7 @@ def test_the_command_reports_a_store_down_at_start(
     world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     @contextmanager
-    def unavailable(data_dir: Path) -> Iterator[FakeLearner]:
+    def unavailable(data_dir: Path, settings: SpamSettings) -> Iterator[FakeLearner]:
         raise TokenStoreUnavailable("Redis at 127.0.0.1:1 db 0: refused")
         yield FakeLearner()  # pragma: no cover
 
@@ -464,3 +469,24 @@ def test_the_command_learns_with_the_real_spam_filter(
         assert (spam_filter.store.totals().spam, spam_filter.store.totals().ham) == (2, 0)
     finally:
         spam_filter.close()
+
+
+def test_the_command_learns_into_the_configured_store(
+    world: World, capsys: pytest.CaptureFixture[str], redis_server: RedisServer
+) -> None:
+    """``--config``: the store the server scores from (here a Redis), not the data directory's file."""
+    from mailtoaster.spam.redisstore import RedisTokenStore
+
+    flush(redis_server.url)
+    config = world.data_dir.parent / "serve.toml"
+    config.write_text(f'[server]\ndata_dir = "{world.data_dir}"\n\n[spam]\nstore = "{redis_server.url}"\n')
+    world.put(ALICE, "Junk", "old", 6)
+    code, out, err = run(capsys, "--config", str(config), "--delete")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1].startswith("total (3 users): spam 1 old, 1 learned")
+    store = RedisTokenStore(redis_server.url)
+    try:
+        assert store.totals(ALICE).spam == 1
+    finally:
+        store.close()
+    assert not (world.data_dir / "spam").exists()

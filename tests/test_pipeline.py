@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,14 @@ import pytest
 
 from mailtoaster.dns import StaticResolver
 from mailtoaster.message import Message
-from mailtoaster.pipeline import Content, FilterVerdict, Pipeline, PipelineSettings, Submission
+from mailtoaster.pipeline import (
+    Content,
+    FilterVerdict,
+    MailboxVerdict,
+    Pipeline,
+    PipelineSettings,
+    Submission,
+)
 from mailtoaster.policy import ClientPolicy
 from mailtoaster.verify import VerifyReport
 
@@ -47,11 +55,13 @@ class Recorder:
 class Tagger:
     verdict: FilterVerdict
     calls: int = 0
+    mailboxes: list[str] = field(default_factory=list)
 
     async def check(
-        self, message: Message, submission: Submission, report: VerifyReport | None
+        self, message: Message, submission: Submission, report: VerifyReport | None, mailboxes: Sequence[str]
     ) -> FilterVerdict:
         self.calls += 1
+        self.mailboxes = list(mailboxes)
         assert report is not None and message.get("Subject") is not None
         return self.verdict
 
@@ -124,3 +134,56 @@ async def test_aliases_expand_to_mailboxes_and_forwards_once(tmp_path: Path, rel
     assert (await pipeline(recorder).process(submission(tmp_path, recipients, relay=relay))).startswith("250")
     assert [mailbox for mailbox, _, _ in recorder.delivered] == ["bob@example.org"]
     assert [queued[2] for queued in recorder.queued] == [["far@remote.example"]]
+
+
+async def test_a_filter_sees_the_local_mailboxes_and_decides_per_copy(tmp_path: Path) -> None:
+    """Aliases expanded before the filter runs; each mailbox's own fields and Junk vote go to its copy
+    only, and forwarded copies get neither."""
+    recorder = Recorder()
+    verdict = FilterVerdict(
+        b"X-Checked: yes\r\n",
+        mailboxes={"bob@example.org": MailboxVerdict(b"X-Spam-Flag: YES\r\n", spam=True)},
+    )
+    tagger = Tagger(verdict)
+    recipients = ("list@example.org", "carol@example.org")
+    assert (await pipeline(recorder, tagger).process(submission(tmp_path, recipients))).startswith("250")
+    assert tagger.mailboxes == ["bob@example.org", "carol@example.org"]
+    copies = {mailbox: (stored, spam) for mailbox, stored, spam in recorder.delivered}
+    assert copies["bob@example.org"][1] is True and copies["carol@example.org"][1] is False
+    assert b"X-Checked: yes\r\nX-Spam-Flag: YES\r\nFrom:" in copies["bob@example.org"][0]
+    assert b"X-Checked: yes\r\nFrom:" in copies["carol@example.org"][0]
+    [(forwarded, _, _)] = recorder.queued
+    assert b"X-Checked" not in forwarded and b"X-Spam-Flag" not in forwarded
+
+
+async def test_filters_remove_the_fields_they_write_and_their_verdicts_add_up(tmp_path: Path) -> None:
+    recorder = Recorder()
+    first = Tagger(FilterVerdict(b"X-One: 1\r\n", removes=("x-spam-",), note="one=1"))
+    second = Tagger(
+        FilterVerdict(mailboxes={"bob@example.org": MailboxVerdict(b"X-Two: 2\r\n", True)}, note="two=2")
+    )
+    forged = b"X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=99\r\nX-Spammy-Name: kept\r\n" + MESSAGE
+    sent = submission(tmp_path, ("bob@example.org",))
+    sent.spool.write_bytes(forged)
+    sent = dataclasses.replace(sent, size=len(forged))
+    assert (await pipeline(recorder, first, second).process(sent)).startswith("250")
+    [(_, stored, spam)] = recorder.delivered
+    assert spam is True
+    assert b"X-One: 1\r\nX-Two: 2\r\nX-Spammy-Name: kept\r\nFrom:" in stored
+    assert b"X-Spam-Flag" not in stored and b"X-Spam-Status" not in stored
+
+
+@pytest.mark.parametrize(("relay", "junk"), [(False, False), (True, True)])
+async def test_an_incoming_spam_status_counts_only_from_a_relay_client(
+    tmp_path: Path, relay: bool, junk: bool
+) -> None:
+    """Without filters: a stranger's X-Spam-Status: Yes is anyone's to write and moves nothing; a
+    relay client's (a filtering gateway in front of this server) puts the copy into Junk."""
+    recorder = Recorder()
+    sent = submission(tmp_path, ("bob@example.org",), relay=relay)
+    flagged = b"X-Spam-Status: Yes, score=9.1 required=5.0\r\n" + MESSAGE
+    sent.spool.write_bytes(flagged)
+    sent = dataclasses.replace(sent, size=len(flagged))
+    assert (await pipeline(recorder).process(sent)).startswith("250")
+    [(_, _, spam)] = recorder.delivered
+    assert spam is junk

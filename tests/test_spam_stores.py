@@ -9,27 +9,20 @@ and emptied (``FLUSHDB``) before each test. Without ``redis-server`` the Redis t
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mailtoaster.spam.store import Label, TokenCounts, TokenStore, TokenStoreUnavailable, Totals
+from tests.redisserver import RedisServer, flush, free_port, require_redis_server, running_redis
 
-REDIS_PACKAGE = "redis-server"
-START_TIMEOUT = 10.0
-"""Seconds redis-server may take to answer PING after it was started (it takes milliseconds)."""
 PROMPT = 2.5
 """Seconds within which an unreachable Redis must be reported (the store's timeouts are shorter)."""
 
@@ -38,100 +31,6 @@ BOB = "bob@example.com"
 ALICE = "alice@example.com"
 
 StoreFactory = Callable[[], TokenStore]
-
-
-# -- redis-server ---------------------------------------------------------------------------------
-
-
-def _ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
-def redis_server_binary() -> str | None:
-    found = shutil.which("redis-server")
-    if found is None and Path("/usr/bin/redis-server").exists():
-        found = "/usr/bin/redis-server"
-    return found
-
-
-def require_redis_server() -> str:
-    binary = redis_server_binary()
-    if binary is not None:
-        return binary
-    problem = "redis-server is not installed"
-    if _ci():
-        pytest.fail(f"{problem}; CI=true requires it (scripts/test installs {REDIS_PACKAGE})")
-    pytest.skip(f"{problem} (install: apt-get install {REDIS_PACKAGE})")
-
-
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-@dataclass
-class RedisServer:
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
-@contextmanager
-def running_redis(binary: str) -> Iterator[RedisServer]:
-    """A private redis-server on a free loopback port, stopped (and its directory removed) after."""
-    with tempfile.TemporaryDirectory(prefix="mt-redis-") as workdir:
-        port = free_port()
-        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        command += ["--dir", workdir, "--daemonize", "no", "--logfile", str(Path(workdir) / "redis.log")]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while not _answers_ping(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log = Path(workdir, "redis.log")
-                    detail = log.read_text(errors="replace") if log.exists() else ""
-                    raise RuntimeError(f"redis-server did not start on port {port}:\n{detail}")
-                time.sleep(0.02)
-            yield RedisServer(port, process)
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if process.stderr is not None:
-                process.stderr.close()
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis(require_redis_server()) as server:
-        yield server
-
-
-def _flush(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
 
 
 # -- the stores -----------------------------------------------------------------------------------
@@ -163,7 +62,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
         from mailtoaster.spam.redisstore import RedisTokenStore
 
         server: RedisServer = request.getfixturevalue("redis_server")
-        _flush(server.url)
+        flush(server.url)
 
         def factory() -> TokenStore:
             store: TokenStore = RedisTokenStore(server.url)
@@ -389,7 +288,7 @@ def test_a_second_store_sees_what_the_first_learned(make_store: StoreFactory) ->
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    _flush(redis_server.url)
+    flush(redis_server.url)
     return redis_server.url
 
 

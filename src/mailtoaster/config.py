@@ -105,6 +105,54 @@ class QueueSettings:
     concurrency: int = 8
 
 
+SPAM_STORE_SCHEMES = ("redis://", "rediss://", "unix://")
+"""How a ``[spam] store`` that names a Redis begins (redis-py's URL forms); anything else that is not
+empty must be an absolute path to an SQLite file."""
+
+
+@dataclass(frozen=True)
+class SpamSettings:
+    enabled: bool = True
+    """Score inbound mail in the server (X-Spam-* fields, Junk by threshold)."""
+    store: str = ""
+    """The token store: empty is ``<data_dir>/spam/tokens.sqlite``; an absolute path is another SQLite
+    file; ``redis://host:port/db`` (``rediss://``, ``unix://``) a Redis shared by several servers."""
+    required: float = 5.0
+    """Points from which a message is spam, unless the user's or the domain's own threshold says
+    otherwise (the directory's ``spam_threshold``)."""
+    min_spam: int = 200
+    """Spam a filter must have learned before its Bayes result counts (SpamAssassin's
+    ``bayes_min_spam_num``)."""
+    min_ham: int = 200
+    """Ham a filter must have learned before its Bayes result counts (``bayes_min_ham_num``)."""
+    fail_open: bool = False
+    """When the token store is unavailable: accept and score without Bayes (true), or answer with a
+    temporary failure so that the sender retries (false)."""
+    max_size: int = 512_000
+    """Messages larger than this (octets) are not scored, as SpamAssassin's spamc skips them."""
+    timeout: float = 3.0
+    """Seconds for connecting to Redis and for each of its replies."""
+    redis_prefix: str = "mailtoaster:bayes:"
+    """The prefix of every Redis key: installations sharing one Redis database keep apart by it."""
+
+    def __post_init__(self) -> None:
+        if self.min_spam < 1 or self.min_ham < 1:
+            raise ConfigError("min_spam and min_ham: must be at least 1")
+        problem = spam_store_problem(self.store)
+        if problem is not None:
+            raise ConfigError(f"store: {problem}")
+
+
+def spam_store_problem(store: str) -> str | None:
+    """Why ``store`` cannot name a token store, or None. Checked at load time: a misspelt Redis URL
+    taken for a file name would give every server its own empty filter without a word."""
+    if not store or store.startswith(SPAM_STORE_SCHEMES) or Path(store).is_absolute():
+        return None
+    if "://" in store:
+        return f"{store!r}: unknown scheme (use redis://, rediss:// or unix://)"
+    return f"{store!r}: expected a redis:// URL or an absolute path to an SQLite file (empty: the default)"
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -114,6 +162,7 @@ class Config:
     policy: PolicySettings = field(default_factory=PolicySettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    spam: SpamSettings = field(default_factory=SpamSettings)
 
     @property
     def data_dir(self) -> Path:
@@ -177,6 +226,7 @@ _DURATION_SETTINGS = {
     ("QueueSettings", "first_retry"),
     ("QueueSettings", "max_retry"),
     ("ServerSettings", "timeout"),
+    ("SpamSettings", "timeout"),
 }
 
 
@@ -188,7 +238,10 @@ def _settings(settings_type: type[Any], values: dict[str, Any], where: str) -> A
             raise ConfigError(f"{where}: unknown setting {name!r} (known: {', '.join(fields)})")
         default = fields[name].default
         converted[name] = _convert(value, default, (settings_type.__name__, name), f"{where} {name}")
-    return settings_type(**converted)
+    try:
+        return settings_type(**converted)
+    except ConfigError as exc:  # a check across settings, in the table's __post_init__
+        raise ConfigError(f"{where} {exc}") from None
 
 
 def _convert(value: Any, default: Any, key: tuple[str, str], where: str) -> Any:

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from mailtoaster.cli.common import CliError
-from mailtoaster.config import ConfigError, parse_duration
-from mailtoaster.spam.filter import LearnOutcome, SpamFilter
+from mailtoaster.cli.spam import add_store_options, spam_setup
+from mailtoaster.config import ConfigError, SpamSettings, parse_duration
+from mailtoaster.spam.filter import LearnOutcome
+from mailtoaster.spam.location import open_filter
 from mailtoaster.spam.store import Label, TokenStoreUnavailable
 from mailtoaster.spam.sweep import (
     INBOX,
     Counts,
     Learner,
-    LearnResult,
     SweepOptions,
     SweepReport,
     UserSweep,
@@ -37,7 +38,6 @@ from mailtoaster.store import (
     folder_directory_name,
 )
 
-DEFAULT_DATA_DIR = Path("var")
 DEFAULT_OLDER_THAN = "5d"
 DEFAULT_HAM_OLDER_THAN = "30d"
 EXIT_ERRORS = 1
@@ -62,12 +62,7 @@ def register(subparsers: Any) -> None:
         "folder as ham. Meant for cron or a systemd timer; exits 1 when some messages failed, 75 when "
         "the token store is unavailable.",
     )
-    command.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        default=str(DEFAULT_DATA_DIR),
-        help=f"the server's data directory, holding {DIRECTORY_FILE} (default ./{DEFAULT_DATA_DIR})",
-    )
+    add_store_options(command)
     command.add_argument(
         "--older-than",
         metavar="AGE",
@@ -98,7 +93,8 @@ def register(subparsers: Any) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     options = sweep_options(args)
-    with open_directory(Path(args.data_dir)) as directory:
+    setup = spam_setup(args)
+    with open_directory(setup.data_dir) as directory:
         try:
             users = directory.list_users()
         except DirectoryError as exc:
@@ -107,7 +103,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         report = sweep(users, _never_learn, options)
     else:
         try:
-            with open_learner(Path(args.data_dir)) as learn:
+            with open_learner(setup.data_dir, setup.settings) as learn:
                 report = sweep(users, learn, options)
         except TokenStoreUnavailable as exc:
             print(f"mailtoaster junk: error: {exc}; nothing was swept, run it again", file=sys.stderr)
@@ -185,35 +181,20 @@ def open_directory(data_dir: Path) -> Iterator[Directory]:
 
 
 @contextmanager
-def open_learner(data_dir: Path) -> Iterator[Learner]:
-    """The spam filter of ``data_dir``, as the sweep's learner (raises TokenStoreUnavailable).
+def open_learner(data_dir: Path, settings: SpamSettings) -> Iterator[Learner]:
+    """The spam filter the server uses (``[spam] store``, by default in ``data_dir``), as the sweep's
+    learner (raises TokenStoreUnavailable).
 
     One store commit per message, not batches: a message is deleted only after its learning is
     committed, so a crash can never lose a message that was not learned."""
-    spam_filter = SpamFilter.open(data_dir)
-
-    def learn(data: bytes, label: Label, user: str) -> LearnResult:
-        return learn_result(spam_filter.learn(data, label, user))
-
+    spam_filter = open_filter(settings, data_dir)
     try:
-        yield learn
+        yield spam_filter.learn
     finally:
         spam_filter.close()
 
 
-def learn_result(outcome: LearnOutcome) -> LearnResult:
-    """The filter's outcome in the sweep's terms (forgetting never happens in a sweep)."""
-    results = {
-        LearnOutcome.LEARNED: LearnResult.LEARNED,
-        LearnOutcome.ALREADY: LearnResult.ALREADY_KNOWN,
-        LearnOutcome.MOVED: LearnResult.MOVED,
-    }
-    if outcome not in results:
-        raise ValueError(f"unexpected learn outcome {outcome.value!r}")
-    return results[outcome]
-
-
-def _never_learn(data: bytes, label: Label, user: str) -> LearnResult:
+def _never_learn(data: bytes, label: Label, user: str) -> LearnOutcome:
     raise AssertionError("a dry run learns nothing")
 
 

@@ -2,7 +2,8 @@
 
 ``learn`` is ``sa-learn``: teach the filter messages (a file, a Maildir folder, an mbox) as spam or
 ham, or make it forget them. ``score`` shows what the filter thinks of messages, ``spam stats`` what
-it has learned. All work on the token store of a data directory, ``DIR/spam/tokens.sqlite``.
+it has learned. All work on the token store the server uses: the data directory's
+``DIR/spam/tokens.sqlite``, or what ``[spam] store`` in the server's configuration file names (a Redis).
 """
 
 from __future__ import annotations
@@ -13,24 +14,18 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
 from mailtoaster.cli.common import CliError
-from mailtoaster.spam import (
-    LearnOutcome,
-    MemoryTokenStore,
-    SpamFilter,
-    SpamScore,
-    SqliteTokenStore,
-    TokenStoreUnavailable,
-)
-from mailtoaster.spam.filter import store_path
+from mailtoaster.config import Config, ConfigError, SpamSettings, load_config
+from mailtoaster.spam import LearnOutcome, SpamFilter, SpamScore, TokenStoreUnavailable
+from mailtoaster.spam.location import describe, is_redis, open_filter, sqlite_path
 from mailtoaster.spam.sources import MessageSourceError, UnreadableMessage, iter_messages
-from mailtoaster.spam.store import Label, TokenStore
+from mailtoaster.spam.store import Label
 
-DEFAULT_DATA_DIR = Path("var")
 BATCH = 500
 """Messages learned per transaction: one commit per batch, not per message."""
 
@@ -74,29 +69,60 @@ def register(subparsers: Any) -> None:
 
 
 def _common(parser: argparse.ArgumentParser, *, user: bool = True) -> None:
-    parser.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        type=Path,
-        default=DEFAULT_DATA_DIR,
-        help="the server's data directory; the filter is DIR/spam/tokens.sqlite "
-        f"(default {DEFAULT_DATA_DIR})",
-    )
+    add_store_options(parser)
     if user:
         parser.add_argument(
             "--user", metavar="ADDR", help="that user's own filter (learning also counts globally)"
         )
 
 
-def _open_store(data_dir: Path, *, create: bool) -> TokenStore:
-    """The data directory's store; an empty one in memory when there is none and ``create`` is off
-    (scoring and statistics never make a database as a side effect)."""
-    path = store_path(data_dir)
-    if not create and not path.exists():
-        return MemoryTokenStore()
+def add_store_options(parser: argparse._ActionsContainer) -> None:
+    """``--config FILE`` and ``--data-dir DIR``: which filter, found as the server finds it."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the server's TOML configuration: its data directory and [spam] settings (the store, "
+        "a Redis for instance; the threshold)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=Path,
+        help="the server's data directory, over the configuration's (default ./var); the filter is "
+        "DIR/spam/tokens.sqlite unless [spam] store names another",
+    )
+
+
+@dataclass(frozen=True)
+class SpamSetup:
+    """Where the filter is, as ``--config`` and ``--data-dir`` say."""
+
+    data_dir: Path
+    settings: SpamSettings
+
+    @property
+    def where(self) -> str:
+        return describe(self.settings.store, self.data_dir)
+
+    def open(self, *, create: bool) -> SpamFilter:
+        """The filter; without ``create`` a missing SQLite file is an empty store in memory (scoring
+        and statistics never make a database as a side effect). Bad store: CliError."""
+        try:
+            return open_filter(self.settings, self.data_dir, create=create)
+        except TokenStoreUnavailable as exc:
+            raise CliError(str(exc)) from exc
+
+
+def spam_setup(args: argparse.Namespace) -> SpamSetup:
+    config = read_config(args.config)
+    data_dir = args.data_dir if args.data_dir is not None else config.data_dir
+    return SpamSetup(Path(data_dir), config.spam)
+
+
+def read_config(path: str | None) -> Config:
     try:
-        return SqliteTokenStore(path)
-    except TokenStoreUnavailable as exc:
+        return load_config(path)
+    except ConfigError as exc:
         raise CliError(str(exc)) from exc
 
 
@@ -137,8 +163,7 @@ def run_learn(args: argparse.Namespace) -> int:
     counts: Counter[str] = Counter()
     unreadable: list[str] = []
     progress = Progress()
-    store = _open_store(args.data_dir, create=True)
-    spam_filter = SpamFilter(store)
+    spam_filter = spam_setup(args).open(create=True)
     done = 0
     try:
         messages = _messages(args.paths, unreadable)
@@ -189,7 +214,7 @@ def _messages(paths: Sequence[Path], unreadable: list[str]) -> Iterator[bytes]:
 
 def run_score(args: argparse.Namespace) -> int:
     _check_paths(args.paths)
-    spam_filter = SpamFilter(_open_store(args.data_dir, create=False))
+    spam_filter = spam_setup(args).open(create=False)
     try:
         first = True
         for path in args.paths:
@@ -251,20 +276,21 @@ def score_json(name: str, score: SpamScore, tokens: int) -> dict[str, object]:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    path = store_path(args.data_dir)
-    store = _open_store(args.data_dir, create=False)
+    setup = spam_setup(args)
+    spam_filter = setup.open(create=False)
     try:
-        stats = store.stats()
+        stats = spam_filter.store.stats()
     except TokenStoreUnavailable as exc:
         raise CliError(str(exc)) from exc
     finally:
-        store.close()
-    exists = path.exists()
+        spam_filter.close()
+    location = setup.settings.store
+    exists = is_redis(location) or sqlite_path(location, setup.data_dir).exists()
     if args.json:
         print(
             json.dumps(
                 {
-                    "database": str(path),
+                    "database": setup.where,
                     "exists": exists,
                     "spam": stats.totals.spam,
                     "ham": stats.totals.ham,
@@ -276,7 +302,7 @@ def run_stats(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(f"database:      {path}" + ("" if exists else " (none yet: nothing learned)"))
+    print(f"database:      {setup.where}" + ("" if exists else " (none yet: nothing learned)"))
     print(f"spam learned:  {stats.totals.spam}")
     print(f"ham learned:   {stats.totals.ham}")
     print(f"tokens:        {stats.tokens}")

@@ -10,9 +10,11 @@ import socket
 from typing import Any
 
 from mailtoaster.cli.common import CliError, add_dns_options, read_input, resolver_from_args
+from mailtoaster.cli.spam import add_store_options, spam_setup
 from mailtoaster.dns import IPAddress
 from mailtoaster.message import Message
-from mailtoaster.verify import Envelope, render_json, render_text, verify_message
+from mailtoaster.spam import SpamScore, TokenStoreUnavailable
+from mailtoaster.verify import Envelope, VerifyReport, render_json, render_text, verify_message
 
 _BAD_ADDRESS_CHARS = re.compile(r"[\x00-\x20\x7f<>()\[\],;\\]")
 _HOSTNAME = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?)$")
@@ -45,6 +47,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object keyed by check name")
     add_dns_options(parser)
+    spam = parser.add_argument_group(
+        "spam filter", "with either option, the message is also scored as the server would score it"
+    )
+    add_store_options(spam)
+    spam.add_argument(
+        "--user", metavar="ADDR", help="score with that user's own filter, once it has learned enough"
+    )
     parser.set_defaults(func=run)
 
 
@@ -83,13 +92,31 @@ def _return_path(message: Message) -> str:
 
 
 async def _verify(args: argparse.Namespace) -> str:
-    message = Message.parse(read_input(args.file))
+    if args.user is not None and args.config is None and args.data_dir is None:
+        raise CliError("--user scores with that user's spam filter: give --data-dir or --config too")
+    data = read_input(args.file)
+    message = Message.parse(data)
     mail_from = parse_mail_from(args.mail_from if args.mail_from is not None else _return_path(message))
     envelope = Envelope(parse_ip(args.ip), parse_helo(args.helo), mail_from)
     resolver = resolver_from_args(args)
     authserv_id = args.authserv_id or socket.getfqdn() or "localhost"
     report = await verify_message(message, envelope, resolver, authserv_id)
-    return render_json(report) if args.json else render_text(report)
+    spam = _spam_score(args, data, report)
+    return render_json(report, spam) if args.json else render_text(report, spam)
+
+
+def _spam_score(args: argparse.Namespace, data: bytes, report: VerifyReport) -> SpamScore | None:
+    """The spam filter's score with the authentication results, when ``--config`` or ``--data-dir``
+    says where the filter is; None without either (the report is about authentication then)."""
+    if args.config is None and args.data_dir is None:
+        return None
+    spam_filter = spam_setup(args).open(create=False)
+    try:
+        return spam_filter.score(data, args.user, report)
+    except TokenStoreUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        spam_filter.close()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,13 +47,19 @@ def protocol_name(*, extended: bool, tls: bool, authenticated: bool) -> str:
     return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
 
 
-def kept_header_section(message: Message, authserv_id: str) -> bytes:
-    """The message's header fields without the Authentication-Results fields that claim our authserv-id.
+def kept_header_section(message: Message, authserv_id: str, *, removes: tuple[str, ...] = ()) -> bytes:
+    """The message's header fields without the Authentication-Results fields that claim our authserv-id,
+    and without those whose lower-case names start with one of ``removes`` (``x-spam-``).
 
     RFC 8601 §5: such a field arriving from outside is a forgery (or a stale copy) and would be read
-    as our own verdict by the user's client, so it goes before ours is added.
+    as our own verdict by the user's client, so it goes before ours is added. The same holds for the
+    fields a content filter of ours writes (SpamAssassin removes the X-Spam-* fields it finds).
     """
-    return b"".join(field.raw for field in message.headers if not _is_ours(field, authserv_id))
+    return b"".join(
+        field.raw
+        for field in message.headers
+        if not _is_ours(field, authserv_id) and not field.lower_name.startswith(removes)
+    )
 
 
 def _is_ours(field: Header, authserv_id: str) -> bool:

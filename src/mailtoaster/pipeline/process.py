@@ -1,9 +1,10 @@
 """One message's way from the end of DATA to its mailboxes and the queue.
 
 Inbound mail (from clients that may not relay) is checked — SPF, Sender ID, DomainKeys, DKIM, ADSP,
-DMARC, ARC — and judged by the client's rules (:mod:`mailtoaster.pipeline.decide`); outbound mail
-(relay clients, authenticated users) is signed instead. Local recipients get the message in their
-Maildir (Junk when it is spam and they quarantine), remote ones through the durable queue. The reply
+DMARC, ARC — judged by the client's rules (:mod:`mailtoaster.pipeline.decide`), then by the content
+filters (the spam filter, :mod:`mailtoaster.pipeline.spamfilter`), which may decide per local mailbox;
+outbound mail (relay clients, authenticated users) is signed instead. Local recipients get the message
+in their Maildir (Junk when it is spam and they quarantine), remote ones through the durable queue. The reply
 is ``250`` only after every copy is on disk: an accepted message is never lost, and a failure before
 that point is a ``451`` so the client keeps its copy and tries again.
 """
@@ -15,7 +16,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
@@ -107,6 +108,19 @@ class Outbound(Protocol):
 
 
 @dataclass(frozen=True)
+class MailboxVerdict:
+    """What a content filter says about one local mailbox's copy alone (its user's own threshold)."""
+
+    fields: bytes = b""
+    """Header fields for that copy only, each ending CRLF."""
+    spam: bool = False
+    """Deliver that copy to Junk (when its user quarantines)."""
+
+
+NO_MAILBOX_VERDICT = MailboxVerdict()
+
+
+@dataclass(frozen=True)
 class FilterVerdict:
     """What a content filter says about an inbound message."""
 
@@ -116,14 +130,32 @@ class FilterVerdict:
     """Deliver to Junk (for users who quarantine)."""
     reply: str | None = None
     """Refuse the message with this reply instead (``554 5.7.1 ...``); None accepts it."""
+    mailboxes: Mapping[str, MailboxVerdict] = field(default_factory=dict)
+    """Per local mailbox: fields and a spam vote for that copy only, on top of the ones above."""
+    removes: tuple[str, ...] = ()
+    """Incoming header fields to remove, by lower-case name prefix (``x-spam-``): the fields the filter
+    writes itself, so that no copy forged by the sender stands next to (or instead of) its own."""
+    note: str = ""
+    """Words for the message's log line (``spam=yes score=7.3``)."""
+
+    def for_mailbox(self, mailbox: str) -> MailboxVerdict:
+        """The fields and spam vote for one local mailbox's copy: the message's and its own."""
+        own = self.mailboxes.get(mailbox, NO_MAILBOX_VERDICT)
+        return MailboxVerdict(self.fields + own.fields, self.spam or own.spam)
 
 
 class ContentFilter(Protocol):
     """A stage after the authentication checks (the spam filter plugs in here)."""
 
     async def check(
-        self, message: Message, submission: Submission, report: VerifyReport | None
-    ) -> FilterVerdict: ...
+        self,
+        message: Message,
+        submission: Submission,
+        report: VerifyReport | None,
+        mailboxes: Sequence[str],
+    ) -> FilterVerdict:
+        """``mailboxes`` are the local mailboxes that get a copy (aliases expanded)."""
+        ...
 
 
 class Signer(Protocol):
@@ -170,18 +202,19 @@ class Pipeline:
             reply = verdict.decision.reply
             _log_transaction(submission, queue_id, report, verdict, reply, started)
             return reply
-        filtered = await self._filter(message, submission, report)
+        route = self._route(submission)
+        filtered = await self._filter(message, submission, report, route[0])
         if filtered.reply is not None:
-            _log_transaction(submission, queue_id, report, verdict, filtered.reply, started)
+            _log_transaction(submission, queue_id, report, verdict, filtered.reply, started, filtered.note)
             return filtered.reply
         try:
-            await self._store(submission, queue_id, message, report, verdict, filtered)
+            await self._store(submission, queue_id, message, report, verdict, filtered, route)
         except Exception:
             log.exception("id=%s delivery failed; the client keeps the message and will retry", queue_id)
             reply = "451 4.3.0 Temporary failure storing the message, please try again later"
         else:
             reply = f"250 2.0.0 Ok: queued as {queue_id}"
-        _log_transaction(submission, queue_id, report, verdict, reply, started)
+        _log_transaction(submission, queue_id, report, verdict, reply, started, filtered.note)
         return reply
 
     async def _judge(self, submission: Submission, message: Message) -> tuple[VerifyReport, InboundVerdict]:
@@ -210,22 +243,25 @@ class Pipeline:
         report: VerifyReport | None,
         verdict: InboundVerdict | None,
         filtered: FilterVerdict,
+        route: tuple[list[str], list[str]],
     ) -> None:
-        mailboxes, remote = self._route(submission)
-        header_section = sum(len(field.raw) for field in message.headers)
+        mailboxes, remote = route
+        header_section = sum(len(header.raw) for header in message.headers)
         if report is not None:
-            headers = kept_header_section(message, self._settings.authserv_id)
+            headers = kept_header_section(message, self._settings.authserv_id, removes=filtered.removes)
             results = fold(report.received_spf) + fold(report.authentication_results)
         else:
-            headers = b"".join(field.raw for field in message.headers)
+            headers = b"".join(header.raw for header in message.headers)
             results = b""
         reverse_name = report.iprev.name if report is not None and report.iprev is not None else None
-        trace = self._trace(submission, queue_id, reverse_name) + results + filtered.fields
+        trace = self._trace(submission, queue_id, reverse_name) + results
         original = Content(headers, submission.spool, header_section)
-        spam = filtered.spam or _carries_spam_flag(message) or (verdict is not None and verdict.quarantine)
+        quarantine = (verdict is not None and verdict.quarantine) or _trusted_spam_flag(submission, message)
         small = submission.size <= INLINE_READ_LIMIT
         for mailbox in mailboxes:
-            await _storing(small, self._mailboxes.deliver, mailbox, original.below(trace), spam=spam)
+            copy = filtered.for_mailbox(mailbox)
+            content = original.below(trace + copy.fields)
+            await _storing(small, self._mailboxes.deliver, mailbox, content, spam=copy.spam or quarantine)
         if remote:
             signatures = b""
             if submission.outbound:
@@ -236,20 +272,19 @@ class Pipeline:
             self._queued()
 
     async def _filter(
-        self, message: Message, submission: Submission, report: VerifyReport | None
+        self, message: Message, submission: Submission, report: VerifyReport | None, mailboxes: list[str]
     ) -> FilterVerdict:
         """Every filter in turn, for inbound mail only; their fields add up, one spam vote is enough,
         the first refusal wins."""
         if submission.outbound or not self._filters:
             return FilterVerdict()
-        fields, spam = b"", False
+        combined = FilterVerdict()
         for content_filter in self._filters:
-            found = await content_filter.check(message, submission, report)
+            found = await content_filter.check(message, submission, report, mailboxes)
             if found.reply is not None:
                 return found
-            fields += found.fields
-            spam = spam or found.spam
-        return FilterVerdict(fields, spam)
+            combined = _combined(combined, found)
+        return combined
 
     def _route(self, submission: Submission) -> tuple[list[str], list[str]]:
         """(local mailboxes, remote addresses), aliases expanded, each once."""
@@ -330,10 +365,29 @@ def _forbidden_attachment(submission: Submission, policy: ClientPolicy) -> str |
     )
 
 
-def _carries_spam_flag(message: Message) -> bool:
-    """An ``X-Spam-Status: Yes`` from the content filter (what the classic maildrop recipe tested)."""
-    field = message.get("X-Spam-Status")
-    return field is not None and field.value.lower().startswith("yes")
+def _combined(first: FilterVerdict, second: FilterVerdict) -> FilterVerdict:
+    """Two accepting filters' verdicts as one: fields in order, any spam vote, every removal."""
+    mailboxes = dict(first.mailboxes)
+    for mailbox, own in second.mailboxes.items():
+        before = mailboxes.get(mailbox, NO_MAILBOX_VERDICT)
+        mailboxes[mailbox] = MailboxVerdict(before.fields + own.fields, before.spam or own.spam)
+    return FilterVerdict(
+        fields=first.fields + second.fields,
+        spam=first.spam or second.spam,
+        mailboxes=mailboxes,
+        removes=first.removes + second.removes,
+        note=" ".join(filter(None, (first.note, second.note))),
+    )
+
+
+def _trusted_spam_flag(submission: Submission, message: Message) -> bool:
+    """An ``X-Spam-Status: Yes`` written by a relay client (a filtering gateway in front of this
+    server, as in the classic maildrop recipe). Never a stranger's: anyone can write the field, and
+    mail put into Junk that way would be learned as that user's spam by the nightly sweep."""
+    if not submission.policy.relay:
+        return False
+    status = message.get("X-Spam-Status")
+    return status is not None and status.value.lower().startswith("yes")
 
 
 def _log_transaction(
@@ -343,6 +397,7 @@ def _log_transaction(
     verdict: InboundVerdict | None,
     reply: str,
     started: float,
+    note: str = "",
 ) -> None:
     checks = ""
     if report is not None:
@@ -353,6 +408,8 @@ def _log_transaction(
         )
     if verdict is not None:
         checks += f" decision={verdict.decision.action}" + (" quarantine" if verdict.quarantine else "")
+    if note:
+        checks += f" {note}"
     log.info(
         "id=%s client=%s helo=%s auth=%s from=<%s> rcpt=%s size=%d%s reply=%r time=%.3f",
         queue_id,

@@ -26,6 +26,7 @@ from mailtoaster.config import DEFAULT_RULES, Config
 from mailtoaster.dns import Resolver, ZoneFileError, load_zone_file
 from mailtoaster.pipeline import Content, ContentFilter, Pipeline, PipelineSettings
 from mailtoaster.pipeline.sign import KeyStoreSigner, SigningConfig
+from mailtoaster.pipeline.spamfilter import SpamCheck, SpamCheckSettings
 from mailtoaster.policy import (
     ClientPolicy,
     PolicyTable,
@@ -38,6 +39,8 @@ from mailtoaster.policy import (
 from mailtoaster.queue import DeliveryConfig, Queue, QueueError, QueueRunner, RetryPolicy, parse_smarthost
 from mailtoaster.server.tls import TlsSetupError, ensure_self_signed, server_context
 from mailtoaster.smtp import MailtoasterSMTP, SmtpHandler
+from mailtoaster.spam import SpamFilter, TokenStoreUnavailable
+from mailtoaster.spam.location import describe, open_filter
 from mailtoaster.store import DIRECTORY_FILE, MAIL_DIR, Directory, DirectoryError, Maildir, deliver_for_user
 
 log = logging.getLogger("mailtoaster.server")
@@ -113,15 +116,16 @@ class MailServer:
         config: Config,
         *,
         resolver: Resolver | None = None,
-        filters: Sequence[ContentFilter] = (),
+        filters: Sequence[ContentFilter] | None = None,
         worker: WorkerRole | None = None,
     ) -> None:
+        """``filters`` replace the content filters the configuration asks for (the spam filter, unless
+        ``[spam] enabled = false``)."""
         self.config = config
         self._worker = worker
         self.hostname = config.server.hostname or socket.getfqdn()
         self.data_dir = config.data_dir
         self._resolver = resolver
-        self._filters = tuple(filters)
         self.listeners: dict[str, Listener] = {}
         self._connections: set[MailtoasterSMTP] = set()
         self._stop = asyncio.Event()
@@ -134,6 +138,10 @@ class MailServer:
             self.queue = Queue(self.data_dir / "queue")
         except (OSError, RulesError, DirectoryError, QueueError, ValueError) as error:
             raise StartupError(str(error)) from error
+        self.spam_filter: SpamFilter | None = None
+        if filters is None:
+            filters = self._configured_filters()
+        self._filters = tuple(filters)
         self.runner: QueueRunner | None = None
         self._runner_task: asyncio.Task[None] | None = None
 
@@ -224,6 +232,7 @@ class MailServer:
             for address in self.config.server.bind:
                 ports = ",".join(str(port) for port in listener.ports)
                 lines.append(f"  {name:<11} {address}:{ports}{notes[name]}")
+        lines.append(self._spam_line())
         lines += [
             "Next:",
             f"  mailtoaster domain add example.com --data-dir {data}",
@@ -233,6 +242,13 @@ class MailServer:
             "Stop with Ctrl-C or SIGTERM; SIGHUP reloads the client rules.",
         ]
         return "\n".join(lines)
+
+    def _spam_line(self) -> str:
+        settings = self.config.spam
+        if self.spam_filter is None:
+            return "Spam filter: off"
+        where = describe(settings.store, self.data_dir)
+        return f"Spam filter: {where}, spam from {settings.required:g} points (or each user's threshold)"
 
     async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
         await self._close_listeners()
@@ -247,6 +263,8 @@ class MailServer:
             self._runner_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner_task
+        if self.spam_filter is not None:
+            self.spam_filter.close()
         self.directory.close()
         log.info("stopped")
 
@@ -265,6 +283,30 @@ class MailServer:
             log.info("rules reloaded from %s", self.config.rules.file or "the built-in default")
 
     # -- wiring --------------------------------------------------------------------------------
+
+    def _configured_filters(self) -> tuple[ContentFilter, ...]:
+        """The spam filter, with its token store opened now: a Redis that is down or a database that
+        is not one stops the start with one line, rather than every message with a 451 later. Each
+        worker process opens its own (an SQLite connection or a Redis client is not shared across
+        processes)."""
+        settings = self.config.spam
+        if not settings.enabled:
+            return ()
+        try:
+            self.spam_filter = open_filter(settings, self.data_dir)
+        except TokenStoreUnavailable as error:
+            self.directory.close()
+            raise StartupError(
+                f"spam filter: token store unavailable: {error} "
+                "(check [spam] store, or set [spam] enabled = false to run without the filter)"
+            ) from error
+        check = SpamCheckSettings(settings.required, settings.max_size, settings.fail_open)
+        return (SpamCheck(self.spam_filter, check, thresholds=self._spam_threshold),)
+
+    def _spam_threshold(self, mailbox: str) -> float | None:
+        """The mailbox's own threshold (the user's, else the domain's); None: ``[spam] required``."""
+        user = self.directory.get_user(mailbox)
+        return self.directory.spam_threshold_for(user) if user is not None else None
 
     def _load_policies(self) -> PolicyTable:
         rules: RuleSet = (

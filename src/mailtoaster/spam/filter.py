@@ -15,14 +15,13 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mailtoaster.spam.classifier import BayesParams, BayesResult, classify
 from mailtoaster.spam.mime import ParsedMessage, parse_fields, parse_message, split_header
 from mailtoaster.spam.scoring import DEFAULT_REQUIRED, RULES, Rule, SpamScore, score_message
-from mailtoaster.spam.sqlite import SqliteTokenStore
 from mailtoaster.spam.store import Label, TokenStore, Totals
 from mailtoaster.spam.tokenize import tokenize_parsed
 from mailtoaster.verify.report import VerifyReport
@@ -60,7 +59,9 @@ class SpamFilter:
 
     ``params`` are the classifier's (Robinson's s and x, clue selection, the minimum learned before
     any Bayes score); ``required`` the default threshold; ``rules`` the point table (default
-    :data:`~mailtoaster.spam.scoring.RULES`).
+    :data:`~mailtoaster.spam.scoring.RULES`). ``min_spam`` and ``min_ham`` (default: the params'
+    ``min_learned``) are the messages of each class a scope must have learned before its Bayes result
+    counts, SpamAssassin's ``bayes_min_spam_num`` and ``bayes_min_ham_num``.
     """
 
     def __init__(
@@ -70,17 +71,28 @@ class SpamFilter:
         params: BayesParams | None = None,
         required: float = DEFAULT_REQUIRED,
         rules: dict[str, Rule] | None = None,
+        min_spam: int | None = None,
+        min_ham: int | None = None,
     ) -> None:
         self.store = store
         self.params = params or BayesParams()
         self.required = required
         self.rules = rules or RULES
+        self.min_spam = self.params.min_learned if min_spam is None else min_spam
+        self.min_ham = self.params.min_learned if min_ham is None else min_ham
+        # The minimums are checked here, per class (the classifier has one for both), before the
+        # message is tokenized; the classifier's own check must then let through what passed here.
+        self._classify_params = replace(self.params, min_learned=0)
 
     @classmethod
-    def open(cls, data_dir: str | Path, **settings: Any) -> SpamFilter:
-        """The filter of a server's data directory: its SQLite store at
-        ``<data_dir>/spam/tokens.sqlite`` (made when missing). Close it with :meth:`close`."""
-        return cls(SqliteTokenStore(store_path(data_dir)), **settings)
+    def open(cls, data_dir: str | Path, store: str = "", **settings: Any) -> SpamFilter:
+        """The filter of a server's data directory: by default its SQLite store at
+        ``<data_dir>/spam/tokens.sqlite`` (made when missing); ``store`` is the ``[spam] store``
+        setting (another SQLite file, or a ``redis://`` URL, see :mod:`mailtoaster.spam.location`).
+        Close it with :meth:`close`. Raises :class:`~mailtoaster.spam.store.TokenStoreUnavailable`."""
+        from mailtoaster.spam.location import open_store  # it imports this module
+
+        return cls(open_store(store, data_dir), **settings)
 
     def close(self) -> None:
         self.store.close()
@@ -97,29 +109,50 @@ class SpamFilter:
     ) -> SpamScore:
         """The message's score for ``user`` (their own filter once they have learned enough, the
         global one until then). Never raises for anything in the message; raises
-        :class:`~mailtoaster.spam.store.TokenStoreUnavailable` when the store cannot be read."""
-        reading = self._read(data)
-        bayes = self.bayes(reading.tokens, user)
-        return score_message(
-            reading.message,
-            bayes,
-            report,
-            self.required if required is None else required,
-            rules=self.rules,
-        )
+        :class:`~mailtoaster.spam.store.TokenStoreUnavailable` when the store cannot be read.
+
+        The message is tokenized only when a scope has learned enough for a Bayes result: until
+        then the header rules need the parsed message alone, and tokenizing is most of the work."""
+        scope, totals = self._scope_for(_user_key(user))
+        if self._enough(totals):
+            reading = self._read(data)
+            message = reading.message
+            counts = self.store.counts(reading.tokens, scope)
+            bayes = classify(reading.tokens, counts, totals, self._classify_params)
+        else:
+            message = _parse(data)
+            bayes = BayesResult(None, (), totals)
+        return self._points(message, bayes, report, required)
+
+    def score_without_bayes(
+        self, data: bytes, report: VerifyReport | None = None, *, required: float | None = None
+    ) -> SpamScore:
+        """The rules that need no token store (header checks and, with a report, authentication):
+        what is left to score with when the store is unavailable and the server fails open."""
+        return self._points(_parse(data), BayesResult(None, (), Totals(0, 0)), report, required)
+
+    def _points(
+        self, message: ParsedMessage, bayes: BayesResult, report: VerifyReport | None, required: float | None
+    ) -> SpamScore:
+        threshold = self.required if required is None else required
+        return score_message(message, bayes, report, threshold, rules=self.rules)
 
     def bayes(self, tokens: list[str], user: str | None = None) -> BayesResult:
         """The classifier's result for a message's tokens, from the scope that has learned enough."""
         scope, totals = self._scope_for(_user_key(user))
-        counts = self.store.counts(tokens, scope) if _enough(totals, self.params) else {}
-        return classify(tokens, counts, totals, self.params)
+        if not self._enough(totals):
+            return BayesResult(None, (), totals)
+        return classify(tokens, self.store.counts(tokens, scope), totals, self._classify_params)
 
     def _scope_for(self, user: str | None) -> tuple[str | None, Totals]:
         if user is not None:
             totals = self.store.totals(user)
-            if _enough(totals, self.params):
+            if self._enough(totals):
                 return user, totals
         return None, self.store.totals(None)
+
+    def _enough(self, totals: Totals) -> bool:
+        return totals.spam >= self.min_spam and totals.ham >= self.min_ham
 
     @staticmethod
     def _read(data: bytes) -> _Reading:
@@ -169,8 +202,12 @@ def _outcome(before: Label | None, label: Label | None) -> LearnOutcome:
     return LearnOutcome.ALREADY if before == label else LearnOutcome.MOVED
 
 
-def _enough(totals: Totals, params: BayesParams) -> bool:
-    return totals.spam >= params.min_learned and totals.ham >= params.min_learned
+def _parse(data: bytes) -> ParsedMessage:
+    """Parse only (as :meth:`SpamFilter._read`, for the rules that need no tokens)."""
+    try:
+        return parse_message(data)
+    except Exception:  # as in _read: hostile input is scored as empty, never an exception
+        return _EMPTY
 
 
 def _user_key(user: str | None) -> str | None:

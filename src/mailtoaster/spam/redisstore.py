@@ -156,7 +156,7 @@ class RedisTokenStore:
     ) -> None:
         self._prefix = prefix
         self._clock = clock
-        self._where = _safe_url(url)
+        self._where = safe_url(url)
         try:
             self._client: redis.Redis = redis.Redis.from_url(
                 url,
@@ -305,7 +305,7 @@ class RedisTokenStore:
             raise TokenStoreUnavailable(f"Redis at {self._where}: {type(exc).__name__}: {exc}") from exc
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest.split("/", 1)[0]:

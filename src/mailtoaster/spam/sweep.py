@@ -11,22 +11,22 @@ spam by hand), both ``cur/`` and ``new/`` (a spam never opened stays in ``new/``
 file's modification time, as with ``find -mtime``: delivery sets it and IMAP flag changes (a rename)
 keep it. Nothing else is touched: Trash, Sent and every other folder are left alone.
 
-The learner is injected (``learn(data, label, user) -> LearnResult``), so this module does not depend
-on the classifier: the CLI wires it to the spam filter, tests to a fake. A learner that raises
-:class:`~mailtoaster.spam.store.TokenStoreUnavailable` stops the sweep (every later message would fail
-the same way, and nothing that was not learned is ever deleted); any other error counts against that
-one message and the sweep goes on.
+The learner is injected (``learn(data, label, user) -> LearnOutcome``, the spam filter's own
+outcome), so this module does not run the classifier: the CLI wires it to the spam filter, tests to a
+fake. A learner that raises :class:`~mailtoaster.spam.store.TokenStoreUnavailable` stops the sweep
+(every later message would fail the same way, and nothing that was not learned is ever deleted); any
+other error counts against that one message and the sweep goes on.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from mailtoaster.spam.filter import LearnOutcome
 from mailtoaster.spam.sources import MessageSourceError, is_maildir, maildir_files
 from mailtoaster.spam.store import Label, TokenStoreUnavailable
 from mailtoaster.store import JUNK_FOLDER, FolderNameError, User, folder_directory_name
@@ -34,25 +34,17 @@ from mailtoaster.store import JUNK_FOLDER, FolderNameError, User, folder_directo
 INBOX = "INBOX"
 
 
-class LearnResult(enum.Enum):
-    """What learning one message did, in the words of the summary."""
+Learner = Callable[[bytes, Label, str], LearnOutcome]
+"""``learn(raw message, label, user address)``, as :meth:`SpamFilter.learn
+<mailtoaster.spam.filter.SpamFilter.learn>` does it."""
 
-    LEARNED = "learned"
-    ALREADY_KNOWN = "already_known"
-    """Learned before as the same class: nothing changed."""
-    MOVED = "moved"
-    """Learned before as the other class: its counts moved over."""
-
-
-def result_from_previous(previous: Label | None, label: Label) -> LearnResult:
-    """The result, from how the message was learned before (what ``TokenStore.learn`` returns)."""
-    if previous is None:
-        return LearnResult.LEARNED
-    return LearnResult.ALREADY_KNOWN if previous == label else LearnResult.MOVED
-
-
-Learner = Callable[[bytes, Label, str], LearnResult]
-"""``learn(raw message, label, user address)``."""
+_COUNTED = {
+    LearnOutcome.LEARNED: "learned",
+    LearnOutcome.ALREADY: "already_known",
+    LearnOutcome.MOVED: "moved",
+}
+"""The tally each outcome of learning adds to (a sweep never forgets, so the other outcomes never
+come back from a learner; one that does is an error of that message)."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +76,10 @@ class Counts:
         for item in fields(self):
             setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
 
-    def count(self, result: LearnResult) -> None:
-        name = result.value
+    def count(self, outcome: LearnOutcome) -> None:
+        name = _COUNTED.get(outcome)
+        if name is None:
+            raise ValueError(f"unexpected learn outcome {outcome.value!r}")
         setattr(self, name, getattr(self, name) + 1)
 
     def as_dict(self) -> dict[str, int]:

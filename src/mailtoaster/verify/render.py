@@ -7,7 +7,7 @@ objects only, so the reflector can render the same report.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailtoaster.auth.adsp import AdspOutcome
 from mailtoaster.auth.arc import ArcOutcome
@@ -18,6 +18,9 @@ from mailtoaster.auth.results import key_description
 from mailtoaster.auth.senderid import SenderIdOutcome
 from mailtoaster.auth.spf import SpfOutcome
 from mailtoaster.verify.report import VerifyReport
+
+if TYPE_CHECKING:  # the spam package imports mailtoaster.verify: a run-time import would be a cycle
+    from mailtoaster.spam.scoring import SpamScore
 
 SUMMARY_LABELS = {
     "spf": "SPF check",
@@ -30,17 +33,22 @@ SUMMARY_LABELS = {
 }
 """JSON key -> summary label, in report order."""
 
-SUMMARY_WIDTH = len("SpamAssassin check: ")
+SPAM_LABEL = "SpamAssassin check"
+"""The summary line of the spam filter's verdict (``ham`` or ``spam``), when the report has one."""
+SUMMARY_WIDTH = len(SPAM_LABEL + ": ")
 """Results start in this column, as in the classic reflector reports (whose longest label is that)."""
 
 
 # --- rendering -----------------------------------------------------------------------------------
 
 
-def render_summary(report: VerifyReport) -> list[str]:
+def render_summary(report: VerifyReport, spam: SpamScore | None = None) -> list[str]:
     width = max(SUMMARY_WIDTH, *(len(label) + 2 for label in SUMMARY_LABELS.values()))
     results = report.results()
-    return [f"{(label + ':').ljust(width)}{results[key]}" for key, label in SUMMARY_LABELS.items()]
+    lines = [f"{(label + ':').ljust(width)}{results[key]}" for key, label in SUMMARY_LABELS.items()]
+    if spam is not None:
+        lines.append(f"{(SPAM_LABEL + ':').ljust(width)}{spam.verdict}")
+    return lines
 
 
 def _detail_block(title: str, rows: list[tuple[str, object]]) -> list[str]:
@@ -162,8 +170,20 @@ def _arc_rows(outcome: ArcOutcome) -> list[tuple[str, object]]:
     return [*rows, ("reason", outcome.reason)]
 
 
-def render_text(report: VerifyReport) -> str:
-    lines = render_summary(report)
+def _spam_rows(score: SpamScore) -> list[tuple[str, object]]:
+    bayes = "not enough learned" if score.bayes is None else f"{score.bayes:.4f}"
+    rows: list[tuple[str, object]] = [
+        ("result", f"{score.verdict}, {score.points:.1f} points (required {score.required:.1f})"),
+        ("bayes", bayes),
+    ]
+    rows += [(hit.name, f"{hit.points:+g}  {hit.description}") for hit in score.hits]
+    return rows
+
+
+def render_text(report: VerifyReport, spam: SpamScore | None = None) -> str:
+    """The summary, the details of each check and the fields the server would add; with ``spam``
+    (the spam filter's score) its summary line, its details and its X-Spam-* fields too."""
+    lines = render_summary(report, spam)
     for title, rows in (
         ("SPF details", _spf_rows(report.spf)),
         ("Sender-ID details", _senderid_rows(report.senderid)),
@@ -174,10 +194,32 @@ def render_text(report: VerifyReport) -> str:
         ("ARC details", _arc_rows(report.arc)),
     ):
         lines += ["", *_detail_block(title, rows)]
+    if spam is not None:
+        lines += ["", *_detail_block("SpamAssassin details", _spam_rows(spam))]
     if report.defects:
         lines += ["", "Message defects", "---------------", *(f"  {d}" for d in report.defects)]
     lines += ["", report.received_spf, report.authentication_results]
+    if spam is not None:
+        lines += [f"{name}: {value}" for name, value in _spam_fields(spam)]
     return "\n".join(lines) + "\n"
+
+
+def _spam_fields(score: SpamScore) -> list[tuple[str, str]]:
+    from mailtoaster.spam.scoring import spam_fields  # the spam package imports this one's package
+
+    return spam_fields(score)
+
+
+def _spam_json(score: SpamScore) -> dict[str, Any]:
+    return {
+        "result": score.verdict,
+        "score": round(score.points, 3),
+        "required": score.required,
+        "tests": score.tests,
+        "hits": [{"name": hit.name, "points": hit.points} for hit in score.hits],
+        "bayes": None if score.bayes is None else round(score.bayes, 6),
+        "fields": dict(_spam_fields(score)),
+    }
 
 
 def _spf_json(outcome: SpfOutcome) -> dict[str, Any]:
@@ -305,8 +347,9 @@ def _arc_json(outcome: ArcOutcome) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def render_json(report: VerifyReport) -> str:
-    document = {
+def render_json(report: VerifyReport, spam: SpamScore | None = None) -> str:
+    """One object keyed by check name; ``spam`` (the spam filter's score) adds the ``spam`` key."""
+    document: dict[str, Any] = {
         "spf": {**_spf_json(report.spf), "received_spf": report.received_spf},
         "senderid": _senderid_json(report.senderid),
         "domainkeys": _domainkeys_json(report.domainkeys),
@@ -317,4 +360,6 @@ def render_json(report: VerifyReport) -> str:
         "authentication_results": report.authentication_results,
         "defects": list(report.defects),
     }
+    if spam is not None:
+        document["spam"] = _spam_json(spam)
     return json.dumps(document, indent=2) + "\n"
