@@ -26,7 +26,7 @@ from mailtoaster.config import DEFAULT_RULES, Config
 from mailtoaster.dns import Resolver, ZoneFileError, load_zone_file
 from mailtoaster.pipeline import Content, ContentFilter, Pipeline, PipelineSettings
 from mailtoaster.pipeline.sign import KeyStoreSigner, SigningConfig
-from mailtoaster.pipeline.spamfilter import SpamCheck, SpamCheckSettings
+from mailtoaster.pipeline.spamfilter import INLINE_SIZE, SpamCheck, SpamCheckSettings
 from mailtoaster.policy import (
     ClientPolicy,
     PolicyTable,
@@ -40,7 +40,7 @@ from mailtoaster.queue import DeliveryConfig, Queue, QueueError, QueueRunner, Re
 from mailtoaster.server.tls import TlsSetupError, ensure_self_signed, server_context
 from mailtoaster.smtp import MailtoasterSMTP, SmtpHandler
 from mailtoaster.spam import SpamFilter, TokenStoreUnavailable
-from mailtoaster.spam.location import describe, open_filter
+from mailtoaster.spam.location import describe, is_redis, open_filter
 from mailtoaster.store import DIRECTORY_FILE, MAIL_DIR, Directory, DirectoryError, Maildir, deliver_for_user
 
 log = logging.getLogger("mailtoaster.server")
@@ -300,7 +300,8 @@ class MailServer:
                 f"spam filter: token store unavailable: {error} "
                 "(check [spam] store, or set [spam] enabled = false to run without the filter)"
             ) from error
-        check = SpamCheckSettings(settings.required, settings.max_size, settings.fail_open)
+        inline = 0 if is_redis(settings.store) else INLINE_SIZE
+        check = SpamCheckSettings(settings.required, settings.max_size, settings.fail_open, inline)
         return (SpamCheck(self.spam_filter, check, thresholds=self._spam_threshold),)
 
     def _spam_threshold(self, mailbox: str) -> float | None:
