@@ -2,7 +2,7 @@
 
 Postfix's ``smtp-source`` sends the same DKIM-signed 3 KB message (the 3 KB message of bench/dkim.py)
 over 1, 4 and 16 concurrent connections, one connection per message as an MX sees mail arrive
-(``--persistent`` sends every message of a connection over it instead), to three servers in turn:
+(``--persistent`` sends every message of a connection over it instead), to four servers in turn:
 
 * Postfix's ``smtp-sink``: C, throws every message away; the floor of the load generator and loopback;
 * a bare aiosmtpd server (bench/aiosmtpd_sink.py): aiosmtpd's own protocol and a handler that answers
@@ -12,7 +12,10 @@ over 1, 4 and 16 concurrent connections, one connection per message as an MX see
   inbound check against a local zone (SPF, Sender ID, iprev, DomainKeys, DKIM, ADSP, DMARC with
   p=reject, ARC), the load's source 127.0.0.1 not a relay client, every message delivered to the
   user's Maildir (file fsynced, renamed, ``new/`` fsynced) before the 250; ``[server] workers`` at its
-  default, one process per CPU core (docs/smtp.md, worker processes).
+  default, one process per CPU core (docs/smtp.md, worker processes); the spam filter off: the server
+  issue's load, on which its targets are judged;
+* ``mailtoaster + spam``: the same with the default configuration's spam filter on (untrained, so its
+  header and authentication rules score every message, without Bayes): what the spam issue adds.
 
 For each server and connection count: messages per second as smtp-source achieves them (the best of
 ``--rounds`` rounds), the server's CPU time per message in that round (``/proc/<pid>/stat``, all its
@@ -99,6 +102,7 @@ TARGET_BIG_RISE = 20_000_000
 SMTP_SINK = "Postfix smtp-sink"
 AIOSMTPD = "bare aiosmtpd"
 MAILTOASTER = "mailtoaster"
+MAILTOASTER_SPAM = "mailtoaster + spam"
 TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/lib/postfix/sbin"])
 DEFAULT_TOOLS_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mailtoaster-bench"
 
@@ -271,7 +275,11 @@ def mailtoaster(*arguments: str, stdin: bytes | None = None) -> bytes:
     return done.stdout
 
 
-def install(workdir: Path, workers: int | None = None) -> Installation:
+def install(workdir: Path, workers: int | None = None, *, spam: bool = False) -> Installation:
+    """A data directory, keys, zone, rules and configuration under ``workdir``. ``spam``: the spam
+    filter on, as in the default configuration (untrained, so header and authentication rules only);
+    off otherwise, the server issue's load (its checks, delivery and nothing else)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "var"
     sender_keys = workdir / "sender-keys"
     mailtoaster("domain", "add", LOCAL_DOMAIN, "--data-dir", str(data_dir))
@@ -294,7 +302,9 @@ def install(workdir: Path, workers: int | None = None) -> Installation:
     rules = workdir / "tcp.smtp"
     rules.write_text(f'{CLIENT_IP}:allow,SPFBEHAVIOR="3"\n:allow\n')
     config = workdir / "mailtoaster.toml"
-    config.write_text(config_text(data_dir, rules, zone, workers))
+    config.write_text(
+        config_text(data_dir, rules, zone, workers) + ("" if spam else "\n[spam]\nenabled = false\n")
+    )
     return Installation(config, data_dir / "mail" / LOCAL_DOMAIN / "bob" / "Maildir", signed)
 
 
@@ -356,12 +366,14 @@ SMTP_PORT_LINE = re.compile(r"^\s+smtp\s+\S+:(\d+)", re.MULTILINE)
 READY_LINE = re.compile(r"^ready (\d+)", re.MULTILINE)
 
 
-def start_mailtoaster(installation: Installation, workdir: Path, prefix: tuple[str, ...] = ()) -> Server:
-    log = workdir / "mailtoaster.log"
+def start_mailtoaster(
+    installation: Installation, workdir: Path, prefix: tuple[str, ...] = (), label: str = MAILTOASTER
+) -> Server:
+    log = installation.config.with_name("mailtoaster.log")
     command = [*prefix] if prefix else [sys.executable]
     command += ["-m", "mailtoaster", "serve", "--config", str(installation.config)]
     process = spawn(command, log)
-    return Server(MAILTOASTER, process, wait_for_port_in_log(process, log, SMTP_PORT_LINE), log)
+    return Server(label, process, wait_for_port_in_log(process, log, SMTP_PORT_LINE), log)
 
 
 def start_aiosmtpd(workdir: Path) -> Server:
@@ -1042,14 +1054,19 @@ def main() -> int:
 
 
 def run(options: Options, postfix: PostfixTools, workdir: Path) -> None:
-    installation = install(workdir, options.workers)
+    installation = install(workdir / "checks", options.workers)
+    with_spam = install(workdir / "default", options.workers, spam=True)
     load = Load(
         installation.message, options.messages, options.rounds, options.driver_messages, options.persistent
     )
     describe(load, postfix, installation, workdir, options.workers)
     big = big_message(BIG_MESSAGE_SIZE)
     peers: list[Measured] = []
-    for start in (partial(start_smtp_sink, postfix, workdir), partial(start_aiosmtpd, workdir)):
+    for start in (
+        partial(start_smtp_sink, postfix, workdir),
+        partial(start_aiosmtpd, workdir),
+        partial(start_mailtoaster, with_spam, workdir, label=MAILTOASTER_SPAM),
+    ):
         server = start()
         try:
             peers.append(measure(server, postfix, load, big))
