@@ -413,16 +413,16 @@ def _bogofilter_score(
     return [verdicts[str(path)] for path in paths], ran
 
 
-def _run_bogofilter(train: _Files, test: Sequence[CorpusMessage], workdir: Path, log: Log) -> PeerResult:
+def _run_bogofilter(files: _Files, test: Sequence[CorpusMessage], workdir: Path, log: Log) -> PeerResult:
     program = _bogofilter()
     base = _fresh(workdir / "bogofilter")
     env, scratch, db = _peer_env(base / "home"), base / "scratch", base / "db"
     db.mkdir()
     cutoffs = _bogofilter_cutoffs(program, env, scratch)
-    log(f"{BOGOFILTER}: learning {len(train.spam)} spam and {len(train.ham)} ham ...")
-    learned = _bogofilter_learn(program, db, train, env, scratch)
-    log(f"{BOGOFILTER}: scoring {len(train.test)} messages ...")
-    verdicts, scored = _bogofilter_score(program, db, train.test, env, scratch)
+    log(f"{BOGOFILTER}: learning {len(files.spam)} spam and {len(files.ham)} ham ...")
+    learned = _bogofilter_learn(program, db, files, env, scratch)
+    log(f"{BOGOFILTER}: scoring {len(files.test)} messages ...")
+    verdicts, scored = _bogofilter_score(program, db, files.test, env, scratch)
     letters = list(zip((message.label for message in test), (letter for letter, _ in verdicts), strict=True))
     unsure = {label: letters.count((label, "U")) for label in ("spam", "ham")}
     return _result(
@@ -834,15 +834,15 @@ def _spamd_run(
 
 
 def _run_spamassassin(
-    train: _Files, test: Sequence[CorpusMessage], workdir: Path, log: Log
+    files: _Files, test: Sequence[CorpusMessage], workdir: Path, log: Log
 ) -> list[PeerResult]:
     sa = _spamassassin()
     with _no_home_state():
         setup = _sa_setup(sa, workdir / "spamassassin")
-        learned = _sa_learn(setup, train, log)
+        learned = _sa_learn(setup, files, log)
         zero = [rule for rule in _sa_rules(setup) if not rule.startswith("BAYES_")]
-        rules = _spamd_run(setup, "rules", train.test, (), log)
-        bayes = _spamd_run(setup, "bayes-only", train.test, zero, log)
+        rules = _spamd_run(setup, "rules", files.test, (), log)
+        bayes = _spamd_run(setup, "bayes-only", files.test, zero, log)
     differ = sum(a.bayes != b.bayes for a, b in zip(rules.scans, bayes.scans, strict=True))
     if differ:
         log(f"SpamAssassin: the Bayes probability of {differ} messages differs between the two runs")
