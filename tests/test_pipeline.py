@@ -164,8 +164,7 @@ async def test_filters_remove_the_fields_they_write_and_their_verdicts_add_up(tm
     )
     forged = b"X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=99\r\nX-Spammy-Name: kept\r\n" + MESSAGE
     sent = submission(tmp_path, ("bob@example.org",))
-    sent.spool.write_bytes(forged)
-    sent = dataclasses.replace(sent, size=len(forged))
+    sent = dataclasses.replace(sent, spool=forged, size=len(forged))  # a small message: in memory
     assert (await pipeline(recorder, first, second).process(sent)).startswith("250")
     [(_, stored, spam)] = recorder.delivered
     assert spam is True
@@ -182,8 +181,7 @@ async def test_an_incoming_spam_status_counts_only_from_a_relay_client(
     recorder = Recorder()
     sent = submission(tmp_path, ("bob@example.org",), relay=relay)
     flagged = b"X-Spam-Status: Yes, score=9.1 required=5.0\r\n" + MESSAGE
-    sent.spool.write_bytes(flagged)
-    sent = dataclasses.replace(sent, size=len(flagged))
+    sent = dataclasses.replace(sent, spool=flagged, size=len(flagged))  # a small message: in memory
     assert (await pipeline(recorder).process(sent)).startswith("250")
     [(_, _, spam)] = recorder.delivered
     assert spam is junk

@@ -124,7 +124,8 @@ def test_a_dead_worker_is_replaced_and_its_spool_files_removed(tmp_path: Path) -
             assert client.mail("someone@sender.example")[0] == 250 and client.rcpt(ALICE)[0] == 250
             client.putcmd("data")
             assert client.getreply()[0] == 354
-            client.send(b"Subject: never finished\r\n\r\nhalf a message\r\n")
+            # Over the in-memory limit, so that the worker spools it to a file.
+            client.send(b"Subject: never finished\r\n\r\n" + b"half a message\r\n" * 10_000)
             assert wait_until(lambda: any(spool.glob(f"in.{worker}.*")), 5.0)
             mark = server.log_mark()
             os.kill(worker, signal.SIGKILL)

@@ -16,7 +16,7 @@ from mailtoaster.config import Config, ConfigError, config_from_mapping, load_co
 from mailtoaster.message import Message
 from mailtoaster.pipeline.headers import fold, kept_header_section
 from mailtoaster.smtp.address import AddressError, parse_mailbox
-from mailtoaster.smtp.data import DataProblem, DataSink
+from mailtoaster.smtp.data import DataProblem, DataSink, SpoolBuffer
 from mailtoaster.smtp.replies import with_enhanced_code
 
 
@@ -340,3 +340,21 @@ def test_the_fast_address_path_agrees_with_aiosmtpd(argument: str) -> None:
     except IndexError:  # the email package's parser on "<" and the like: malformed, for us
         expected = (None, None)
     assert smtp._getaddr(argument) == expected
+
+
+@pytest.mark.parametrize("pieces", [[b"x" * 10] * 3, [b"a" * 60, b"b" * 60, b"c" * 5]])
+def test_a_small_message_stays_in_memory_a_large_one_spills_to_a_spool_file(
+    tmp_path: Path, pieces: list[bytes]
+) -> None:
+    spool = SpoolBuffer(tmp_path / "spool", limit=100)
+    for piece in pieces:
+        assert spool.write(piece) == len(piece)
+    spool.close()
+    contents = spool.contents()
+    if sum(map(len, pieces)) <= 100:
+        assert contents == b"".join(pieces) and not (tmp_path / "spool").exists()
+    else:
+        assert isinstance(contents, Path) and contents.read_bytes() == b"".join(pieces)
+        assert contents.name.startswith("in.") and contents.stat().st_mode & 0o777 == 0o600
+    spool.discard()
+    assert not list((tmp_path / "spool").glob("*"))  # discarded (a missing directory globs nothing)

@@ -53,7 +53,8 @@ class Submission:
     authenticated_as: str | None
     tls: bool
     extended: bool
-    spool: Path
+    spool: Path | bytes
+    """The message: its spool file, or the message itself when it was small enough to keep in memory."""
     size: int
     expansions: Mapping[str, Expansion] | None = None
     """Local recipients as resolved at RCPT (every other recipient is remote); None: ask the
@@ -71,7 +72,8 @@ class Content:
     (the original header section is replaced by ``prefix``'s last part when fields were removed)."""
 
     prefix: bytes
-    source: Path | None = None
+    source: Path | bytes | None = None
+    """The spool file, or a small message's bytes."""
     offset: int = 0
 
     def below(self, fields: bytes) -> Content:
@@ -82,7 +84,8 @@ class Content:
         """The part after ``prefix``, positioned at ``offset``; the caller closes it."""
         if self.source is None:
             return io.BytesIO(b"")
-        handle = self.source.open("rb")
+        source = self.source
+        handle: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
         handle.seek(self.offset)
         return handle
 
@@ -345,9 +348,21 @@ async def _storing(small: bool, store: Callable[..., T], *args: Any, **kwargs: A
 
 
 async def _read_message(submission: Submission) -> Message:
+    spool = submission.spool
+    if isinstance(spool, bytes):
+        return Message.parse(spool)
     if submission.size <= INLINE_READ_LIMIT:
-        return Message.from_file(submission.spool)
-    return await asyncio.to_thread(Message.from_file, submission.spool)
+        return Message.from_file(spool)
+    return await asyncio.to_thread(Message.from_file, spool)
+
+
+def spooled_bytes(submission: Submission, limit: int = -1) -> bytes:
+    """The message's octets (the first ``limit`` of them), from memory or from its spool file."""
+    spool = submission.spool
+    if isinstance(spool, bytes):
+        return spool if limit < 0 else spool[:limit]
+    with spool.open("rb") as handle:
+        return handle.read(limit)
 
 
 CONTENT_CHECK_LIMIT = 10 * 1024 * 1024
@@ -359,7 +374,7 @@ def _forbidden_attachment(submission: Submission, policy: ClientPolicy) -> str |
         log.info("attachment checks skipped: %d octets is over %d", submission.size, CONTENT_CHECK_LIMIT)
         return None
     return find_forbidden_attachment(
-        submission.spool.read_bytes(),
+        spooled_bytes(submission),
         bad_mime_types=DEFAULT_BAD_MIME_TYPES if policy.bad_mime_types else (),
         loader_types=policy.bad_loader_types,
     )

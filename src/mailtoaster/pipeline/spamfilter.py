@@ -35,7 +35,7 @@ from typing import Any
 
 from mailtoaster.config import SpamSettings
 from mailtoaster.message import Message
-from mailtoaster.pipeline.process import FilterVerdict, MailboxVerdict, Submission
+from mailtoaster.pipeline.process import FilterVerdict, MailboxVerdict, Submission, spooled_bytes
 from mailtoaster.spam import DEFAULT_REQUIRED, RuleHit, SpamFilter, SpamScore, TokenStoreUnavailable
 from mailtoaster.spam.scoring import render_fields, spam_fields
 from mailtoaster.verify import VerifyReport
@@ -183,8 +183,7 @@ class SpamCheck:
 def _read_spool(submission: Submission, limit: int) -> bytes:
     """The message as received, at most ``limit`` octets (the size was checked; a spool file that
     grew since must not make the filter read more)."""
-    with submission.spool.open("rb") as handle:
-        return handle.read(limit)
+    return spooled_bytes(submission, limit)
 
 
 def _or_default(threshold: float | None, default: float) -> float:

@@ -183,7 +183,7 @@ class SmtpHandler:
         return INTERNAL_ERROR
 
     async def handle_message(
-        self, server: Any, session: Session, envelope: Envelope, spool: Path, size: int
+        self, server: Any, session: Session, envelope: Envelope, spool: Path | bytes, size: int
     ) -> str:
         state = self._state(session)
         submission = Submission(

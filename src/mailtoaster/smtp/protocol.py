@@ -14,21 +14,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import itertools
 import logging
-import os
 import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import aiosmtpd.smtp
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailtoaster.smtp.data import DataSink
+from mailtoaster.smtp.data import IN_MEMORY_LIMIT, DataSink, SpoolBuffer
 from mailtoaster.smtp.replies import printable_reply, with_enhanced_code
 
 log = logging.getLogger("mailtoaster.smtp")
@@ -94,9 +92,10 @@ class MessageHandler(Protocol):
         """A reply that refuses the connection (tcprules ``deny``), or None to greet it."""
 
     async def handle_message(
-        self, server: MailtoasterSMTP, session: Session, envelope: Envelope, spool: Path, size: int
+        self, server: MailtoasterSMTP, session: Session, envelope: Envelope, spool: Path | bytes, size: int
     ) -> str:
-        """Decide on a complete, well-formed message spooled at ``spool``; returns the reply."""
+        """Decide on a complete, well-formed message (spooled at ``spool``, or ``spool`` itself when
+        small); returns the reply."""
 
 
 class MailtoasterSMTP(SMTP):
@@ -297,26 +296,20 @@ class MailtoasterSMTP(SMTP):
 
     async def _receive_message(self) -> None:
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        spool, spool_file = _new_spool_file(self._spool_dir)
-        with spool_file:
-            try:
-                sink = DataSink(
-                    spool_file,
-                    max_size=self.data_size_limit or 2**62,
-                    max_line_length=self._max_line_length,
-                )
-                await self._read_data(sink)
-            except BaseException:
-                spool.unlink(missing_ok=True)
-                raise
+        spool = SpoolBuffer(self._spool_dir, IN_MEMORY_LIMIT)
         try:
+            sink = DataSink(
+                spool, max_size=self.data_size_limit or 2**62, max_line_length=self._max_line_length
+            )
+            await self._read_data(sink)
+            spool.close()
             if sink.refusal is not None:
                 status = sink.refusal.reply
                 self._log_refusal(sink)
             else:
-                status = await self._message_reply(spool, sink.written)
+                status = await self._message_reply(spool.contents(), sink.written)
         finally:
-            spool.unlink(missing_ok=True)
+            spool.discard()
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
 
@@ -353,7 +346,7 @@ class MailtoasterSMTP(SMTP):
                     reader._buffer[0:0] = after  # type: ignore[attr-defined]
                 return
 
-    async def _message_reply(self, spool: Path, size: int) -> str:
+    async def _message_reply(self, spool: Path | bytes, size: int) -> str:
         assert self.session is not None and self.envelope is not None
         handler: MessageHandler = self.event_handler
         return await handler.handle_message(self, self.session, self.envelope, spool, size)
@@ -404,22 +397,3 @@ class MailtoasterSMTP(SMTP):
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         log.info("authentication failed for %r", login_text[:100])
         return AuthResult(success=False, handled=False)  # smtp_AUTH answers 535 5.7.8
-
-
-_spool_names = itertools.count()
-
-
-def _new_spool_file(directory: Path) -> tuple[Path, BinaryIO]:
-    """A new file for one message: named by process and counter (unique while the process lives; the
-    spool is emptied at start), created exclusively, readable by this user only. Cheaper than
-    ``tempfile``'s random names, which showed in profiles at a few hundred messages a second."""
-    while True:
-        path = directory / f"in.{os.getpid()}.{next(_spool_names)}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            continue
-        except FileNotFoundError:
-            directory.mkdir(parents=True, exist_ok=True)
-            continue
-        return path, os.fdopen(fd, "wb")
