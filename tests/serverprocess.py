@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -421,6 +421,16 @@ class ServerProcess:
         client = smtplib.SMTP("127.0.0.1", self.ports.smtp, source_address=(source, 0), timeout=timeout)
         client.ehlo("client.sender.example")
         return client
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, interval: float = 0.05) -> bool:
+    """Whether ``condition`` became true within ``seconds`` (polled every ``interval``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
 
 
 def greeting(port: int, source: str, *, timeout: float = 5.0) -> str:

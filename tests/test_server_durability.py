@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from tests.serverprocess import (
     read_reply_line,
     refuses_connections,
     remote_sink,
+    wait_until,
 )
 
 NUMBER_FIELD = "X-Durability-Number"
@@ -220,15 +221,6 @@ def kill_repeatedly(server: ServerProcess, ledger: Ledger, rng: random.Random) -
             kills += 1
         time.sleep(1.0)  # mail also flows through the last incarnation
     return kills
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 # -- counting ------------------------------------------------------------------------------------

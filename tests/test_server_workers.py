@@ -12,8 +12,7 @@ import contextlib
 import os
 import signal
 import smtplib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -23,19 +22,11 @@ from tests.serverprocess import (
     greeting,
     prepare_installation,
     remote_sink,
+    wait_until,
 )
 
 WORKERS = 3
 NEWLY_DENIED = "127.0.0.5"
-
-
-def wait_until(condition: Callable[[], bool], seconds: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 def alive(pid: int) -> bool:

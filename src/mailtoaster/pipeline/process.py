@@ -264,14 +264,16 @@ class Pipeline:
         for mailbox in mailboxes:
             copy = filtered.for_mailbox(mailbox)
             content = original.below(trace + copy.fields)
-            await _storing(small, self._mailboxes.deliver, mailbox, content, spam=copy.spam or quarantine)
+            await on_loop_if_small(
+                small, self._mailboxes.deliver, mailbox, content, spam=copy.spam or quarantine
+            )
         if remote:
             signatures = b""
             if submission.outbound:
                 sign = self._signer.signature_fields
                 signatures = await asyncio.to_thread(sign, message, submission.policy)
             content = original.below(signatures + trace)
-            await _storing(small, self._outbound.enqueue, content, submission.mail_from, remote)
+            await on_loop_if_small(small, self._outbound.enqueue, content, submission.mail_from, remote)
             self._queued()
 
     async def _filter(
@@ -335,7 +337,7 @@ INLINE_READ_LIMIT = 128 * 1024
 reading a few kilobytes from the page cache."""
 
 
-async def _storing(small: bool, store: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def on_loop_if_small(small: bool, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """A delivery or a queue entry: a small message's on the event loop, a large one's in a worker
     thread. A small one costs a file write, an fsync, a rename and a directory fsync: the loop waits
     for the disk about a millisecond, which costs less than a thread hand-off, whose contention for
@@ -343,8 +345,8 @@ async def _storing(small: bool, store: Callable[..., T], *args: Any, **kwargs: A
     keep the disk waits of one from holding up the others. A large one's copying would hold the loop
     for as long as the copy takes."""
     if small:
-        return store(*args, **kwargs)
-    return await asyncio.to_thread(store, *args, **kwargs)
+        return work(*args, **kwargs)
+    return await asyncio.to_thread(work, *args, **kwargs)
 
 
 async def _read_message(submission: Submission) -> Message:

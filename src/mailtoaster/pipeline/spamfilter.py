@@ -31,11 +31,16 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from mailtoaster.config import SpamSettings
 from mailtoaster.message import Message
-from mailtoaster.pipeline.process import FilterVerdict, MailboxVerdict, Submission, spooled_bytes
+from mailtoaster.pipeline.process import (
+    FilterVerdict,
+    MailboxVerdict,
+    Submission,
+    on_loop_if_small,
+    spooled_bytes,
+)
 from mailtoaster.spam import DEFAULT_REQUIRED, RuleHit, SpamFilter, SpamScore, TokenStoreUnavailable
 from mailtoaster.spam.scoring import render_fields, spam_fields
 from mailtoaster.verify import VerifyReport
@@ -110,17 +115,15 @@ class SpamCheck:
         if submission.size > self._settings.max_size:
             return await self._too_big(submission, mailboxes)
         try:
-            scored = await self._off_loop_if_large(submission, self._score, submission, mailboxes, report)
+            scored = await on_loop_if_small(
+                self._small(submission), self._score, submission, mailboxes, report
+            )
         except TokenStoreUnavailable as error:
             return await self._unavailable(error, submission, mailboxes, report)
         return _verdict(scored, note=_note(scored))
 
-    async def _off_loop_if_large(
-        self, submission: Submission, function: Callable[..., _Scored], *args: Any
-    ) -> _Scored:
-        if submission.size <= self._settings.inline_size:
-            return function(*args)
-        return await asyncio.to_thread(function, *args)
+    def _small(self, submission: Submission) -> bool:
+        return submission.size <= self._settings.inline_size
 
     # -- in a worker thread, or inline for a small message -----------------------------------------
 
@@ -174,8 +177,8 @@ class SpamCheck:
             submission.client_ip,
             error,
         )
-        scored = await self._off_loop_if_large(
-            submission, self._score_without_bayes, submission, mailboxes, report
+        scored = await on_loop_if_small(
+            self._small(submission), self._score_without_bayes, submission, mailboxes, report
         )
         return _verdict(scored, note=_note(scored) + " bayes=unavailable")
 

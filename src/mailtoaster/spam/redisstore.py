@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from mailtoaster.spam.store import Label, StoreStats, TokenCounts, TokenStoreUnavailable, Totals
+from mailtoaster.spam.store import Label, StoreStats, TokenCounts, TokenStoreUnavailable, Totals, as_label
 
 DEFAULT_PREFIX = "mailtoaster:bayes:"
 DEFAULT_TIMEOUT = 3.0
@@ -207,7 +207,7 @@ class RedisTokenStore:
     def learned_as(self, digest: str, user: str | None = None) -> Label | None:
         with self._errors():
             value = self._client.hget(self._key("learned", user), digest)
-        return _label(value)
+        return as_label(value)
 
     # -- changing --
 
@@ -224,7 +224,7 @@ class RedisTokenStore:
         args = [digest, label or "", now, user or "", str(BATCH), *dict.fromkeys(tokens)]
         with self._errors():
             previous = self._learn(keys=keys, args=args)
-        return _label(previous)
+        return as_label(previous)
 
     def expire(self, unused_since: float) -> int:
         """Walk every scope's tokens with ``HSCAN`` and let a script remove the stale one-offs, a batch
@@ -343,11 +343,3 @@ def _text(value: bytes | str | None) -> str | None:
 
 def _int(value: str | None) -> int:
     return int(value) if value else 0
-
-
-def _label(value: object) -> Label | None:
-    if value == "spam":
-        return "spam"
-    if value == "ham":
-        return "ham"
-    return None

@@ -31,7 +31,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from mailtoaster.spam.counts import CountsTable
-from mailtoaster.spam.store import Label, StoreStats, TokenCounts, TokenStoreUnavailable, Totals
+from mailtoaster.spam.store import Label, StoreStats, TokenCounts, TokenStoreUnavailable, Totals, as_label
 
 GLOBAL_SCOPE = 0
 CACHE_ENTRIES = 200_000
@@ -192,7 +192,7 @@ class SqliteTokenStore:
             row = db.execute(
                 "SELECT label FROM learned WHERE scope = ? AND digest = ?", (scope, digest)
             ).fetchone()
-        return _label(row[0]) if row else None
+        return as_label(row[0]) if row else None
 
     # Writing --------------------------------------------------------------------------------------
 
@@ -244,7 +244,7 @@ class SqliteTokenStore:
         row = db.execute(
             "SELECT label FROM learned WHERE scope = ? AND digest = ?", (scope, digest)
         ).fetchone()
-        before = _label(row[0]) if row else None
+        before = as_label(row[0]) if row else None
         if before == label:
             return before
         if before is not None:
@@ -289,11 +289,3 @@ def _json_list(tokens: Collection[str]) -> str:
         valid = [token.encode("utf-8", "replace").decode("utf-8") for token in dict.fromkeys(tokens)]
         text = json.dumps(valid)
     return text
-
-
-def _label(value: object) -> Label | None:
-    if value == "spam":
-        return "spam"
-    if value == "ham":
-        return "ham"
-    return None

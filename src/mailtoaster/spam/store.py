@@ -21,6 +21,15 @@ from typing import Literal, Protocol
 Label = Literal["spam", "ham"]
 
 
+def as_label(value: object) -> Label | None:
+    """A label as a store keeps it (text), or None for anything else."""
+    if value == "spam":
+        return "spam"
+    if value == "ham":
+        return "ham"
+    return None
+
+
 class TokenStoreUnavailable(Exception):
     """The store cannot be reached or used (Redis down, database locked or unreadable); the message
     says which and why. The server turns it into a temporary failure, never into unfiltered mail."""

@@ -50,7 +50,6 @@ MAX_TEXT = 200_000
 
 IGNORED_FIELDS = frozenset(
     {
-        "received",
         "delivered-to",
         "x-original-to",
         "envelope-to",
@@ -96,6 +95,18 @@ _MESSAGE_ID = re.compile(r"<[^<>@\s]+@([^<>@\s]+)>")
 _ANGLE_ADDRESS = re.compile(r"<([^<>]*)>")
 _BARE_ADDRESS = re.compile(r"[^\s<>\"(),;:]+@[^\s<>\"(),;:]+")
 _ENCODED_WORD = "=?"
+_RECEIVED = re.compile(r"\s*from\s+(.*?)\s+by\s+(\S+)(.*)", re.DOTALL)
+_RECEIVED_IP = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_RECEIVED_HOST = re.compile(r"(?<![\w.-])([a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)+)(?![\w.-])")
+_RECEIVED_HELO = re.compile(r"\bhelo[= ]\s*([^\s)\]]+)")
+_RECEIVED_WITH = re.compile(r"\bwith\s+([a-z][\w-]*)")
+_DYNAMIC_HOST = re.compile(r"dsl|dial|cable|pool|dyn|ppp|dhcp|client|host\d|\d+[-.]\d+[-.]\d+")
+_ID_PIECE = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9]")
+_HEX_WITH_DIGIT = re.compile(r"(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{4,}|(?=[0-9A-F]*\d)(?=[0-9A-F]*[A-F])[0-9A-F]{4,}")
+_BOUNDARY = re.compile(r'boundary\s*=\s*"?([^";]+)', re.IGNORECASE)
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]+")
+MAX_HOPS = 10
+"""Received fields read per message (the earliest hops of a long trace are the sender's own claims)."""
 
 
 def tokenize(data: bytes) -> list[str]:
