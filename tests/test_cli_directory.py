@@ -12,6 +12,7 @@ import pytest
 
 from mailtoaster.cli import main
 from mailtoaster.store import Directory
+from tests.clirun import assert_usage_error
 
 
 def run(capsys: pytest.CaptureFixture[str], data_dir: Path, *argv: str) -> tuple[int, str, str]:
@@ -28,14 +29,6 @@ def run_argparse_error(
         main([*argv, "--data-dir", str(data_dir)])
     out, err = capsys.readouterr()
     return int(exc.value.code or 0), out, err
-
-
-def assert_usage_error(code: int, out: str, err: str, fragment: str) -> None:
-    assert code == 2
-    assert out == ""
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    assert fragment in err
 
 
 def feed_stdin(monkeypatch: pytest.MonkeyPatch, text: str) -> None:

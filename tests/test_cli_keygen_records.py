@@ -15,20 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from mailtoaster.cli import main
 from mailtoaster.dns import RRType, parse_zone_text
 from mailtoaster.keys import load_key
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_usage_error(code: int, out: str, err: str, fragment: str) -> None:
-    assert code == 2
-    assert out == ""
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    assert fragment in err
+from tests.clirun import assert_usage_error, run
 
 
 def p_value(text: str) -> bytes:

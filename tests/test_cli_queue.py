@@ -11,22 +11,9 @@ import pytest
 
 from mailtoaster.cli import main
 from mailtoaster.queue import Queue, QueueEntry, Recipient, RecipientState, queue_directory
+from tests.clirun import assert_usage_error, run
 
 MESSAGE = b"Subject: hello\r\n\r\nbody\r\n"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_usage_error(code: int, out: str, err: str, fragment: str) -> None:
-    assert code == 2
-    assert out == ""
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    assert fragment in err
 
 
 @pytest.fixture

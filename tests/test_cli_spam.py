@@ -9,21 +9,8 @@ import pytest
 
 from mailtoaster.cli import main
 from mailtoaster.spam import SpamFilter, SqliteTokenStore, Totals
+from tests.clirun import assert_usage_error, run
 from tests.redisserver import RedisServer, flush
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_usage_error(code: int, out: str, err: str, fragment: str) -> None:
-    assert code == 2
-    assert out == ""
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    assert fragment in err
 
 
 def message(index: int, kind: str) -> bytes:
