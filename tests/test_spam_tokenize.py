@@ -36,12 +36,62 @@ def test_header_tokens_carry_the_field_name() -> None:
     assert "watches" not in tokens or "subject:watches" in tokens
 
 
-def test_trace_recipient_and_own_fields_give_no_content_tokens() -> None:
+def test_delivery_recipient_and_own_fields_give_no_content_tokens() -> None:
     tokens = tokenize(PLAIN)
-    assert not any(token.startswith(("received", "header:Received")) for token in tokens)
+    assert not any(token.startswith("received") for token in tokens)  # only the rcvd: relay tokens
     assert not any("x-spam" in token.lower() for token in tokens)
-    assert "header:To" in tokens  # presence only
-    assert not any("bob@example.org" in token for token in tokens)
+    assert "header:To" in tokens
+    assert "to:count:1" in tokens  # the recipients' structure, never who they are
+    assert not any("bob@example.org" in token or "to:domain" in token for token in tokens)
+
+
+RELAYED = (
+    b"Received: from localhost (localhost [127.0.0.1]) by mx.example.org (Postfix) with ESMTP id 1A2B\r\n"
+    b"\tfor <bob@example.org>; Tue, 3 Sep 2002 15:02:38 -0500\r\n"
+    b"Received: from mail.sender.example (203-0-113-7.dsl.isp.example [203.0.113.7])\r\n"
+    b"\tby mx.example.org (8.12.2/8.12.2) with ESMTP id g83K2buK013193; Tue, 3 Sep 2002 15:02:38 -0500\r\n"
+    b"Received: from unknown (HELO friend) (198.51.100.9) by relay.isp.example with SMTP; 3 Sep 2002\r\n"
+    b"From: a@sender.example\r\n"
+    b"To: undisclosed-recipients:;\r\n"
+    b"Message-ID: <005401c1e706$0ecc13c0$147ba8c0@XG395.local>\r\n"
+    b'Content-Type: multipart/alternative; boundary="----=_NextPart_000_003F_01C1E716.64A6E300"\r\n'
+    b"\r\n"
+    b"body\r\n"
+)
+
+
+def test_received_relay_structure() -> None:
+    tokens = tokenize(RELAYED)
+    assert "rcvd:hops:3" in tokens
+    # The public client's address and its /24 and /16, its names and parent domains, the HELO.
+    assert {"rcvd:ip:203.0.113.7", "rcvd:ip:203.0.113", "rcvd:ip:203.0"} <= set(tokens)
+    assert "rcvd:host:203-0-113-7.dsl.isp.example" in tokens
+    assert "rcvd:host:isp.example" in tokens
+    assert "rcvd:helo:mail.sender.example" in tokens
+    assert "rcvd:helo-differs" in tokens  # HELO sender.example, reverse name isp.example
+    assert "rcvd:dynamic" in tokens
+    assert "rcvd:by:mx.example.org" in tokens
+    assert "rcvd:with:esmtp" in tokens
+    # qmail's form: no reverse name, a HELO without a dot.
+    assert {"rcvd:unknown", "rcvd:helo-nodot", "rcvd:helo:friend", "rcvd:with:smtp"} <= set(tokens)
+    # The loopback hand-off gives nothing, and dates, queue ids and recipients never do.
+    assert "rcvd:ip:127.0.0.1" not in tokens
+    assert "rcvd:helo:localhost" not in tokens
+    assert not any("g83k2buk013193" in token or "2002" in token or "bob@" in token for token in tokens)
+
+
+def test_identifier_shapes_and_recipient_structure() -> None:
+    tokens = tokenize(RELAYED)
+    assert "message-id:shape:H$H$H" in tokens
+    assert "message-id:@xg395.local" in tokens
+    assert "boundary:----=_NextPart_H_H_H.H" in tokens
+    assert "to:undisclosed" in tokens
+    assert "to:count:0" in tokens
+
+
+def test_received_garbage_never_raises() -> None:
+    for value in (b"", b"by only", b"from", b"from x by", b"from [999.1.1.1] by y", b"from (((( by )"):
+        tokenize(b"Received: " + value + b"\r\n\r\nbody")
 
 
 def test_body_words_urls_and_hosts() -> None:

@@ -112,43 +112,79 @@ def fisher_indicator(probabilities: Iterable[float]) -> float:
         log_f += math.log(probability)
         log_1_minus_f += math.log1p(-probability)
         count += 1
-    if count == 0:
-        return 0.5
-    hamminess = 1.0 - chi2_survival(-2.0 * log_f, 2 * count)
-    spamminess = 1.0 - chi2_survival(-2.0 * log_1_minus_f, 2 * count)
-    return (1.0 + spamminess - hamminess) / 2.0
+    return _combine(log_f, log_1_minus_f, count)
 
 
 def select_clues(
     tokens: Iterable[str], counts: Mapping[str, TokenCounts], totals: Totals, params: BayesParams
 ) -> tuple[Clue, ...]:
     """The telling tokens (step 3), strongest first; ties keep the message's token order."""
+    return tuple(
+        Clue(token, f, s, h) for _d, token, (f, _l, _m), (s, h) in _candidates(tokens, counts, totals, params)
+    )
+
+
+_Telling = tuple[float, tuple[float, float, float]]
+"""(|f - 0.5|, (f, ln f, ln(1 - f))) of a pair of counts."""
+_NOT_TELLING: _Telling = (0.0, (0.5, 0.0, 0.0))
+_MEMO_PAIRS = 100_000
+_memo: dict[tuple[Totals, BayesParams], dict[tuple[int, int], _Telling]] = {}
+
+
+def _candidates(
+    tokens: Iterable[str], counts: Mapping[str, TokenCounts], totals: Totals, params: BayesParams
+) -> list[tuple[float, str, tuple[float, float, float], tuple[int, int]]]:
+    """The clues as (deviation, token, (f, ln f, ln(1 - f)), (spam, ham)), strongest first. Most tokens
+    share a few small (spam, ham) pairs, so each pair's f and logarithms are worked out once for a
+    scope's totals, not once per token and message."""
     raw = counts.raw if isinstance(counts, CountsTable) else {t: (c.spam, c.ham) for t, c in counts.items()}
     if totals.spam <= 0 or totals.ham <= 0:
-        return ()
-    spam_total, ham_total = totals.spam, totals.ham
-    prior = params.strength * params.unknown_prob
-    strength, floor = params.strength, params.min_deviation
+        return []
+    known = _memo.get((totals, params))
+    if known is None:
+        if len(_memo) >= 8:
+            _memo.clear()
+        known = _memo[(totals, params)] = {}
+    elif len(known) > _MEMO_PAIRS:
+        known.clear()
     candidates = []
     for token in tokens:
         found = raw.get(token)
         if found is None:
             continue  # never learned: f = x = 0.5, never a clue
-        spam, ham = found
-        if spam > spam_total:
-            spam = spam_total
-        if ham > ham_total:
-            ham = ham_total
-        seen = spam + ham
-        if seen == 0:
-            continue
-        spam_ratio = spam / spam_total
-        probability = (prior + seen * spam_ratio / (spam_ratio + ham / ham_total)) / (strength + seen)
-        deviation = probability - 0.5 if probability > 0.5 else 0.5 - probability
-        if deviation >= floor:
-            candidates.append((deviation, token, probability, spam, ham))
+        telling = known.get(found)
+        if telling is None:
+            telling = known[found] = _telling(found, totals, params)
+        if telling is not _NOT_TELLING:
+            candidates.append((telling[0], token, telling[1], found))
     candidates.sort(key=itemgetter(0), reverse=True)
-    return tuple(Clue(token, p, s, h) for _d, token, p, s, h in candidates[: params.max_clues])
+    del candidates[params.max_clues :]
+    return candidates
+
+
+def _telling(found: tuple[int, int], totals: Totals, params: BayesParams) -> _Telling:
+    """:data:`_Telling` of a token's counts, or :data:`_NOT_TELLING` when it is not a clue."""
+    spam = min(found[0], totals.spam)
+    ham = min(found[1], totals.ham)
+    seen = spam + ham
+    if seen == 0:
+        return _NOT_TELLING
+    spam_ratio = spam / totals.spam
+    raw = spam_ratio / (spam_ratio + ham / totals.ham)
+    probability = (params.strength * params.unknown_prob + seen * raw) / (params.strength + seen)
+    deviation = abs(probability - 0.5)
+    if deviation < params.min_deviation or not 0.0 < probability < 1.0:
+        return _NOT_TELLING
+    return deviation, (probability, math.log(probability), math.log1p(-probability))
+
+
+def _combine(log_f: float, log_1_minus_f: float, count: int) -> float:
+    """Fisher's indicator from the sums of ln f and ln(1 - f) over ``count`` clues (step 4)."""
+    if count == 0:
+        return 0.5
+    hamminess = 1.0 - chi2_survival(-2.0 * log_f, 2 * count)
+    spamminess = 1.0 - chi2_survival(-2.0 * log_1_minus_f, 2 * count)
+    return (1.0 + spamminess - hamminess) / 2.0
 
 
 def classify(
@@ -157,5 +193,10 @@ def classify(
     """The Bayes result for a message's tokens, given the scope's counts for them and its totals."""
     if totals.spam < params.min_learned or totals.ham < params.min_learned:
         return BayesResult(None, (), totals)
-    clues = select_clues(tokens, counts, totals, params)
-    return BayesResult(fisher_indicator(clue.probability for clue in clues), clues, totals)
+    candidates = _candidates(tokens, counts, totals, params)
+    log_f = log_1_minus_f = 0.0
+    for _d, _token, (_f, log_p, log_q), _pair in candidates:
+        log_f += log_p
+        log_1_minus_f += log_q
+    clues = tuple(Clue(token, f, s, h) for _d, token, (f, _l, _m), (s, h) in candidates)
+    return BayesResult(_combine(log_f, log_1_minus_f, len(candidates)), clues, totals)

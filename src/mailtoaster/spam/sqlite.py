@@ -169,13 +169,17 @@ class SqliteTokenStore:
             cache = self._fresh_cache(db, scope)
             if len(cache) + len(tokens) > CACHE_ENTRIES:
                 cache.clear()
-            missing = [token for token in dict.fromkeys(tokens) if token not in cache]
+            missing = [token for token in tokens if token not in cache]
             if missing:
                 rows = db.execute(_COUNTS, (scope, _json_list(missing))).fetchall()
                 cache.update(dict.fromkeys(missing))
                 cache.update({token: (spam, ham) for token, spam, ham in rows})
-            found = {token: cache[token] for token in tokens}
-        return CountsTable({token: pair for token, pair in found.items() if pair is not None})
+            found = {}
+            for token in tokens:
+                pair = cache[token]
+                if pair is not None:
+                    found[token] = pair
+        return CountsTable(found)
 
     def _fresh_cache(self, db: sqlite3.Connection, scope: int) -> dict[str, tuple[int, int] | None]:
         version = db.execute("PRAGMA data_version").fetchone()[0]

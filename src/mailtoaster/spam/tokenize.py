@@ -14,15 +14,16 @@ Modelled on SpamBayes' tokenizer, whose choices were each measured on real mail:
   ``header:X-Mailer``): the same word means different things in a Subject and in a body.
 * **Non-text parts** give their type and file name extension.
 
-Which header fields are left out, and why: trace and delivery fields (``Received``, ``Delivered-To``,
-``Return-Path`` is kept) say how the message reached *this* mailbox, not what it is, and in the
-SpamAssassin corpus they are full of the collector's obfuscated addresses, which would make the
-classifier learn the collection, not the spam; the recipient fields (``To``, ``Cc``) likewise (their
-presence is still a token); ``Date`` values date the collection; fields a mail reader writes into its
-own storage (``Status``, ``X-Keywords``, ``Delivery-Date``, ...) say nothing about the sender; and the
-fields this server adds itself (``X-Spam-*``, ``Authentication-Results``, ``Received-SPF``) would make
-the filter learn its own past verdicts — the authentication results count through the scoring rules
-instead.
+Which header fields are left out, and why: delivery fields (``Delivered-To``, ``X-Original-To``)
+say how the message reached *this* mailbox, not what it is, and in the SpamAssassin corpus they are
+full of the collector's obfuscated addresses, which would make the classifier learn the collection,
+not the spam; the recipients (``To``, ``Cc``) likewise give only their structure (how many,
+"undisclosed"), never who they are; ``Date`` values date the collection; fields a mail reader writes
+into its own storage (``Status``, ``X-Keywords``, ``Delivery-Date``, ...) say nothing about the sender;
+and the fields this server adds itself (``X-Spam-*``, ``Authentication-Results``, ``Received-SPF``)
+would make the filter learn its own past verdicts — the authentication results count through the
+scoring rules instead. ``Received`` gives its relay structure only (:func:`received_tokens`): the
+public hops' addresses, names, HELO and protocol, no dates, ids or recipients.
 
 Every message gives at most :data:`MAX_TOKENS` distinct tokens, header tokens first.
 """
@@ -102,9 +103,11 @@ _RECEIVED_HELO = re.compile(r"\bhelo[= ]\s*([^\s)\]]+)")
 _RECEIVED_WITH = re.compile(r"\bwith\s+([a-z][\w-]*)")
 _DYNAMIC_HOST = re.compile(r"dsl|dial|cable|pool|dyn|ppp|dhcp|client|host\d|\d+[-.]\d+[-.]\d+")
 _ID_PIECE = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9]")
-_HEX_WITH_DIGIT = re.compile(r"(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{4,}|(?=[0-9A-F]*\d)(?=[0-9A-F]*[A-F])[0-9A-F]{4,}")
+_HEX_WITH_DIGIT = re.compile(
+    r"(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{4,}|(?=[0-9A-F]*\d)(?=[0-9A-F]*[A-F])[0-9A-F]{4,}"
+)
 _BOUNDARY = re.compile(r'boundary\s*=\s*"?([^";]+)', re.IGNORECASE)
-_HEX_RUN = re.compile(r"[0-9A-Fa-f]+")
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]*\d[0-9A-Fa-f]*")
 MAX_HOPS = 10
 """Received fields read per message (the earliest hops of a long trace are the sender's own claims)."""
 
@@ -136,8 +139,11 @@ def header_tokens(headers: list[tuple[str, str]]) -> list[str]:
     a mailer's fingerprint), and the tokens of the values worth reading."""
     tokens: list[str] = []
     seen: set[str] = set()
+    received: list[str] = []
     for name, value in headers:
         lower = name.lower()
+        if lower == "received":
+            received.append(value)
         if lower in seen or lower in IGNORED_FIELDS or lower.startswith("x-spam-"):
             continue
         seen.add(lower)
@@ -146,7 +152,83 @@ def header_tokens(headers: list[tuple[str, str]]) -> list[str]:
         if handler is not None:
             tokens.extend(handler(lower, _decoded(value)))
     tokens.extend("noheader:" + wanted for wanted in _EXPECTED_FIELDS if wanted not in seen)
+    tokens.extend(received_tokens(received))
     return tokens
+
+
+# The relays -----------------------------------------------------------------------------------------
+
+
+def received_tokens(values: list[str]) -> list[str]:
+    """The relay structure of the ``Received`` fields (newest first, as they stand in the header):
+    for every hop whose client connected from a public address (or gave none), the client's IP
+    address and its /24 and /16 (``rcvd:ip:203.0.113.7``, ``rcvd:ip:203.0.113``, ``rcvd:ip:203.0``),
+    its host names and their parent domains (``rcvd:host:``), the HELO name (``rcvd:helo:``, or
+    ``rcvd:helo-ip`` / ``rcvd:helo-nodot``), the receiving host (``rcvd:by:``), the protocol
+    (``rcvd:with:esmtp``), and marks: a client without reverse DNS (``rcvd:unknown``), a dynamic-
+    looking host name (``rcvd:dynamic``), a HELO in the reverse name's domain or not
+    (``rcvd:helo-matches`` / ``rcvd:helo-differs``); and the number of hops (``rcvd:hops:N``).
+
+    Dates, queue ids and recipients are left out (they date and address the collection, not the
+    sender), and so are hops from loopback and private addresses: a site's own internal hand-offs
+    (the local delivery agent, a fetchmail, a content filter) are the same for ham and spam."""
+    if not values:
+        return []
+    tokens = [f"rcvd:hops:{min(len(values), MAX_HOPS)}"]
+    for value in values[:MAX_HOPS]:
+        tokens.extend(_relay_tokens(value))
+    return tokens
+
+
+def _relay_tokens(value: str) -> list[str]:
+    value = value.partition(";")[0].lower()
+    match = _RECEIVED.match(value)
+    if match is None:
+        return ["rcvd:nofrom"]
+    client, by, rest = match.groups()
+    address = _RECEIVED_IP.search(client)
+    if address is not None and _private(address.groups()):
+        return []
+    hosts = [host for host in _RECEIVED_HOST.findall(client) if not _RECEIVED_IP.fullmatch(host)][:3]
+    words = client.split(None, 1)
+    helo_given = _RECEIVED_HELO.search(client)
+    helo = (helo_given.group(1) if helo_given else words[0] if words else "").strip("[]()")
+    tokens = []
+    if address is not None:
+        octets = address.groups()
+        tokens.append("rcvd:ip:" + ".".join(octets))
+        tokens.append("rcvd:ip:" + ".".join(octets[:3]))
+        tokens.append("rcvd:ip:" + ".".join(octets[:2]))
+    for host in hosts:
+        tokens.append("rcvd:host:" + host[:MAX_VALUE])
+        tokens.extend("rcvd:host:" + parent for parent in _parent_domains(host))
+    if _RECEIVED_IP.fullmatch(helo):
+        tokens.append("rcvd:helo-ip")
+    elif "." not in helo:
+        tokens.append("rcvd:helo-nodot")
+        tokens.append("rcvd:helo:" + helo[:40])
+    else:
+        tokens.append("rcvd:helo:" + helo[:MAX_VALUE])
+    tokens.append("rcvd:by:" + by[:MAX_VALUE])
+    tokens.extend("rcvd:by:" + parent for parent in _parent_domains(by))
+    protocol = _RECEIVED_WITH.search(rest)
+    tokens.append("rcvd:with:" + (protocol.group(1)[:20] if protocol else "none"))
+    if address is None:
+        tokens.append("rcvd:no-ip")
+    if "unknown" in client:
+        tokens.append("rcvd:unknown")
+    if address is not None and any(_DYNAMIC_HOST.search(host) for host in hosts):
+        tokens.append("rcvd:dynamic")
+    if hosts and "." in helo:
+        same = registered_domain(helo) == registered_domain(hosts[-1])
+        tokens.append("rcvd:helo-matches" if same else "rcvd:helo-differs")
+    return tokens
+
+
+def _private(octets: tuple[str, ...]) -> bool:
+    """Loopback, RFC 1918 (and 0.0.0.0/8): a hop inside a site, not the sender's."""
+    first, second = int(octets[0]), int(octets[1])
+    return first in (0, 10, 127) or (first == 192 and second == 168) or (first == 172 and 16 <= second <= 31)
 
 
 _EXPECTED_FIELDS = ("subject", "from", "message-id", "mime-version")
@@ -219,7 +301,39 @@ def _message_id_tokens(name: str, value: str) -> list[str]:
     match = _MESSAGE_ID.search(value)
     if match is None:
         return ["message-id:invalid"]
-    return ["message-id:@" + match.group(1).lower()[:MAX_VALUE]]
+    left = match.group(0)[1:].partition("@")[0]
+    return ["message-id:@" + match.group(1).lower()[:MAX_VALUE], "message-id:shape:" + id_shape(left)]
+
+
+def id_shape(text: str) -> str:
+    """The shape of a generated identifier (a Message-ID's left side): digit runs become ``9``,
+    hexadecimal runs ``H``, letters ``a``/``A``/``Aa`` by case, punctuation stays. Every mailer,
+    and every piece of spamware, writes its own (``H$H$H`` is Outlook's, ``9.9.a`` many a Unix
+    mailer's), while the values themselves are all different."""
+    out = []
+    for piece in _ID_PIECE.findall(text[:200]):
+        if piece.isdigit():
+            out.append("9")
+        elif _HEX_WITH_DIGIT.fullmatch(piece):
+            out.append("H")
+        elif piece.isalpha():
+            out.append("a" if piece.islower() else "A" if piece.isupper() else "Aa")
+        elif piece.isalnum():
+            out.append("x")
+        else:
+            out.append(piece)
+    return "".join(out)[:40]
+
+
+def _recipient_tokens(name: str, value: str) -> list[str]:
+    """How many addresses, none, or "undisclosed": the recipients' structure, never who they are."""
+    count = value.count("@")
+    tokens = [f"{name}:count:{min(count, 5)}"]
+    if count == 0:
+        tokens.append(f"{name}:no-address")
+    if "undisclosed" in value.lower():
+        tokens.append(f"{name}:undisclosed")
+    return tokens
 
 
 def _whole_value_tokens(name: str, value: str) -> list[str]:
@@ -233,7 +347,11 @@ def _whole_value_tokens(name: str, value: str) -> list[str]:
 
 def _content_type_tokens(name: str, value: str) -> list[str]:
     main = value.partition(";")[0].strip().lower()
-    return [f"content-type:{main[:MAX_VALUE]}"]
+    tokens = [f"content-type:{main[:MAX_VALUE]}"]
+    boundary = _BOUNDARY.search(value)
+    if boundary is not None:  # its shape is the mailer's: ----=_NextPart_H_H_H.H
+        tokens.append("boundary:" + _HEX_RUN.sub("H", boundary.group(1))[:40])
+    return tokens
 
 
 def _word_tokens(name: str, value: str) -> list[str]:
@@ -261,6 +379,8 @@ _FIELD_TOKENS: dict[str, _FieldTokens] = {
     "mime-version": _whole_value_tokens,
     "content-type": _content_type_tokens,
     "organization": _word_tokens,
+    "to": _recipient_tokens,
+    "cc": _recipient_tokens,
 }
 """Fields whose values give tokens; any other field counts by its presence only (``To`` and ``Cc``
 among them: see the module docstring)."""
