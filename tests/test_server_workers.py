@@ -12,9 +12,13 @@ import contextlib
 import os
 import signal
 import smtplib
+import subprocess
+import sys
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+
+import pytest
 
 from tests.serverharness import ALICE, RELAY_CLIENT, REMOTE, STRANGER, free_port
 from tests.serverprocess import (
@@ -148,3 +152,25 @@ def test_workers_die_with_the_main_process_and_stop_with_it(tmp_path: Path) -> N
         workers = start(server)
         server.kill()
         assert wait_until(lambda: not any(alive(pid) for pid in workers), 5.0), "orphaned workers live on"
+
+
+def test_the_sockets_option_round_trips_and_refuses_garbage() -> None:
+    from mailtoaster.server.workers import decode_fds, encode_fds, worker_count
+
+    fds = {"smtp": [3, 4], "submission": [5], "smtps": [6]}
+    assert decode_fds(encode_fds(fds)) == fds
+    assert encode_fds({"smtp": [3], "submission": []}) == "smtp=3"
+    for garbage in ("smtp", "smtp=x", "=3", "smtp=3;bad name=4"):
+        with pytest.raises(ValueError):
+            decode_fds(garbage)
+    assert worker_count(3) == 3 and worker_count(0) == (os.cpu_count() or 1)
+
+
+def test_a_worker_given_sockets_it_cannot_take_over_is_a_startup_error(tmp_path: Path) -> None:
+    """A worker process started by hand with a bad option (its parent: this test) says so, exit 2."""
+    setup = prepare_installation(tmp_path, sink_port=free_port())
+    command = [sys.executable, "-m", "mailtoaster", "serve", "--config", str(setup.config_file)]
+    command += ["--worker-sockets", "smtp=x", "--worker-of", str(os.getpid())]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "cannot take over the listening sockets" in done.stderr and "Traceback" not in done.stderr
