@@ -3,9 +3,13 @@
     nice -n 19 .venv/bin/python bench/spam_speed.py [--no-peers] [--score-limit N] [--workdir DIR]
 
 Every message of the SpamAssassin public corpus (bench/spamcorpus.py, 6046 messages) is learned into a
-fresh SQLite token store with :meth:`SpamFilter.learn_many` (one transaction per 500 messages, as
-``mailtoaster learn`` does), then every message is scored with :meth:`SpamFilter.score`, one after the
-other in this one thread. Printed: messages per second by the wall clock and by the process's CPU time
+fresh SQLite token store twice: once with :meth:`SpamFilter.learn_many` (one transaction per 500
+messages, as ``mailtoaster learn`` over a folder or mbox does), and once into another fresh store with
+:meth:`SpamFilter.learn`, one message and one transaction at a time (what the nightly Junk sweep and a
+single ``mailtoaster learn FILE`` cost per message). Every message is scored with :meth:`SpamFilter.score`
+against the batch-learned store (right after learning it, before the one-at-a-time run), one after the
+other in this one thread.
+Printed: messages per second by the wall clock and by the process's CPU time
 (on a machine shared with other work the CPU rate is the one that says what a core can do), the token
 database's size on disk, and the process's peak resident set size. Targets: scoring at least 1,000
 messages/s, learning at least 500.
@@ -65,6 +69,11 @@ def learn_all(spam_filter: SpamFilter, messages: Sequence[CorpusMessage]) -> Non
                 break
 
 
+def learn_one_by_one(spam_filter: SpamFilter, messages: Sequence[CorpusMessage]) -> None:
+    for message in messages:
+        spam_filter.learn(message.data, message.label)
+
+
 def score_all(spam_filter: SpamFilter, messages: Sequence[CorpusMessage]) -> None:
     for message in messages:
         spam_filter.score(message.data)
@@ -77,7 +86,7 @@ def peak_rss_bytes() -> int:
 def measure(messages: Sequence[CorpusMessage], workdir: Path, score_limit: int | None) -> list[str]:
     path = workdir / "mailtoaster" / "tokens.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob("tokens.sqlite*"):
+    for stale in [*path.parent.glob("tokens.sqlite*"), *path.parent.glob("single.sqlite*")]:
         stale.unlink()
     store = SqliteTokenStore(path)
     spam_filter = SpamFilter(store)
@@ -89,21 +98,30 @@ def measure(messages: Sequence[CorpusMessage], workdir: Path, score_limit: int |
             step = len(scored_messages) / score_limit
             scored_messages = [scored_messages[int(index * step)] for index in range(score_limit)]
         scored = _timed(lambda: score_all(spam_filter, scored_messages), len(scored_messages))
+        score_rss = peak_rss_bytes()
         stats = store.stats()
     finally:
         store.close()
+    single_store = SqliteTokenStore(path.with_name("single.sqlite"))
+    try:
+        single = _timed(lambda: learn_one_by_one(SpamFilter(single_store), messages), len(messages))
+    finally:
+        single_store.close()
     megabytes = stats.size_bytes / 1e6
     return [
         "== mailtoaster (one thread, SQLite WAL token store)",
         f"  learning: {learned.count} messages in {learned.wall:.1f} s wall, {learned.cpu:.1f} s CPU: "
         f"{learned.per_second:.0f}/s wall, {learned.per_cpu_second:.0f}/s per CPU second "
-        f"(target {LEARN_TARGET:.0f}: {_hit(learned, LEARN_TARGET)})",
+        f"(target {LEARN_TARGET:.0f}: {_hit(learned, LEARN_TARGET)}; learn_many, 500 per transaction)",
+        f"  learning one at a time: {single.wall:.1f} s wall, {single.cpu:.1f} s CPU: "
+        f"{single.per_second:.0f}/s wall, {single.per_cpu_second:.0f}/s per CPU second "
+        f"(target {LEARN_TARGET:.0f}: {_hit(single, LEARN_TARGET)}; learn, one transaction per message)",
         f"  scoring:  {scored.count} messages in {scored.wall:.1f} s wall, {scored.cpu:.1f} s CPU: "
         f"{scored.per_second:.0f}/s wall, {scored.per_cpu_second:.0f}/s per CPU second "
         f"(target {SCORE_TARGET:.0f}: {_hit(scored, SCORE_TARGET)})",
         f"  token database: {megabytes:.1f} MB, {stats.tokens} tokens, "
         f"{stats.totals.spam} spam + {stats.totals.ham} ham learned",
-        f"  peak RSS: {learn_rss / 1e6:.0f} MB after learning, {peak_rss_bytes() / 1e6:.0f} MB after scoring",
+        f"  peak RSS: {learn_rss / 1e6:.0f} MB after learning, {score_rss / 1e6:.0f} MB after scoring",
     ]
 
 

@@ -88,6 +88,14 @@ def test_clue_selection_and_minimum_learned() -> None:
     assert select_clues(["strong", "hammy"], counts, Totals(200, 200), BayesParams(max_clues=1))[0].token == (
         "strong"
     )
+    with_unknown = CountsTable({"strong": (50, 0), "unknown": None})  # None: a token the store lacks
+    assert list(with_unknown) == ["strong"] and len(with_unknown) == 1
+    assert "unknown" not in with_unknown and with_unknown["strong"] == TokenCounts(50, 0)
+    with pytest.raises(KeyError):
+        with_unknown["unknown"]
+    assert [
+        clue.token for clue in select_clues(["unknown", "strong"], with_unknown, Totals(200, 200), PARAMS)
+    ] == ["strong"]
     plain = {"strong": TokenCounts(50, 0)}  # any Mapping works, not only CountsTable
     assert select_clues(["strong"], plain, Totals(200, 200), PARAMS)[0].spam == 50
     assert classify(["strong"], counts, Totals(199, 500), PARAMS).probability is None

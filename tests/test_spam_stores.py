@@ -108,6 +108,8 @@ def test_learning_counts_the_message_and_its_tokens(store: TokenStore) -> None:
     assert counts["free"] == TokenCounts(spam=1, ham=1)
     assert counts["meeting"] == TokenCounts(spam=0, ham=1)
     assert "never-seen" not in counts
+    assert set(counts) == {*SPAM_TOKENS, "meeting"} and len(counts) == len({*SPAM_TOKENS, "meeting"})
+    assert dict(counts)["viagra"] == TokenCounts(spam=1, ham=0)
     assert store.learned_as("d1") == "spam"
     assert store.learned_as("d2") == "ham"
 

@@ -6,7 +6,7 @@ import base64
 import time
 
 from mailtoaster.spam.mime import MAX_PARTS, parse_message, part_text, split_header, to_text
-from mailtoaster.spam.tokenize import MAX_TOKENS, registered_domain, split_address, tokenize
+from mailtoaster.spam.tokenize import MAX_TOKENS, registered_domain, split_address, tokenize, word_tokens
 
 PLAIN = (
     b"From: Alice Example <alice@mail.example.com>\r\n"
@@ -154,6 +154,20 @@ def test_long_runs_become_skip_tokens() -> None:
     tokens = tokenize(b"Subject: x\n\nshort " + b"a" * 45 + b" end\n")
     assert "skip:a 40" in tokens
     assert not any(len(token) > 40 and not token.startswith("bi:") for token in tokens)
+
+
+def test_words_split_at_white_space_and_control_characters() -> None:
+    expected = ["alpha", "beta", "gamma", "delta", "bi:alpha beta", "bi:beta gamma", "bi:gamma delta"]
+    assert word_tokens("alpha beta\tgamma\r\ndelta") == expected
+    assert word_tokens("alpha\x01beta\x1fgamma\u2003delta") == expected  # controls, Unicode spaces
+    assert word_tokens("\x00alpha\x0e\x1bbeta  gamma\xa0delta\x08") == expected
+    assert word_tokens("ab alpha " + "x" * 13 + " beta gamma") == [
+        "alpha",
+        "skip:x 10",
+        "beta",
+        "gamma",
+        "bi:beta gamma",
+    ]
 
 
 def test_tokens_are_capped_and_deterministic() -> None:

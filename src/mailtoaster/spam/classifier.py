@@ -33,7 +33,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from mailtoaster.spam.counts import CountsTable
 from mailtoaster.spam.store import TokenCounts, Totals
@@ -126,40 +126,42 @@ def select_clues(
 
 _Telling = tuple[float, tuple[float, float, float]]
 """(|f - 0.5|, (f, ln f, ln(1 - f))) of a pair of counts."""
+_Candidate = tuple[float, str, tuple[float, float, float], tuple[int, int]]
 _NOT_TELLING: _Telling = (0.0, (0.5, 0.0, 0.0))
 _MEMO_PAIRS = 100_000
-_memo: dict[tuple[Totals, BayesParams], dict[tuple[int, int], _Telling]] = {}
+_memo: dict[tuple[Totals, BayesParams], dict[tuple[int, int] | None, _Telling]] = {}
 
 
 def _candidates(
     tokens: Iterable[str], counts: Mapping[str, TokenCounts], totals: Totals, params: BayesParams
-) -> list[tuple[float, str, tuple[float, float, float], tuple[int, int]]]:
+) -> list[_Candidate]:
     """The clues as (deviation, token, (f, ln f, ln(1 - f)), (spam, ham)), strongest first. Most tokens
     share a few small (spam, ham) pairs, so each pair's f and logarithms are worked out once for a
     scope's totals, not once per token and message."""
-    raw = counts.raw if isinstance(counts, CountsTable) else {t: (c.spam, c.ham) for t, c in counts.items()}
+    raw: Mapping[str, tuple[int, int] | None] = (
+        counts.raw if isinstance(counts, CountsTable) else {t: (c.spam, c.ham) for t, c in counts.items()}
+    )
     if totals.spam <= 0 or totals.ham <= 0:
         return []
     known = _memo.get((totals, params))
-    if known is None:
+    if known is None or len(known) > _MEMO_PAIRS:
         if len(_memo) >= 8:
             _memo.clear()
-        known = _memo[(totals, params)] = {}
-    elif len(known) > _MEMO_PAIRS:
-        known.clear()
-    candidates = []
-    for token in tokens:
-        found = raw.get(token)
-        if found is None:
-            continue  # never learned: f = x = 0.5, never a clue
-        telling = known.get(found)
-        if telling is None:
-            telling = known[found] = _telling(found, totals, params)
-        if telling is not _NOT_TELLING:
-            candidates.append((telling[0], token, telling[1], found))
+        # A new memo, never one cleared in place: another thread may be reading this one. None is a
+        # token never learned: f = x = 0.5, never a clue.
+        known = _memo[(totals, params)] = {None: _NOT_TELLING}
+    listed = tokens if isinstance(tokens, list | tuple) else list(tokens)
+    pairs = list(map(raw.get, listed))
+    for found in set(pairs).difference(known):
+        known[found] = _telling(found, totals, params)  # type: ignore[arg-type]  # None is in known
+    candidates = [
+        (telling[0], token, telling[1], found)
+        for token, found, telling in zip(listed, pairs, map(known.__getitem__, pairs), strict=True)
+        if telling is not _NOT_TELLING
+    ]
     candidates.sort(key=itemgetter(0), reverse=True)
     del candidates[params.max_clues :]
-    return candidates
+    return cast(list[_Candidate], candidates)  # a clue's pair is never None (None is not telling)
 
 
 def _telling(found: tuple[int, int], totals: Totals, params: BayesParams) -> _Telling:
@@ -195,8 +197,10 @@ def classify(
         return BayesResult(None, (), totals)
     candidates = _candidates(tokens, counts, totals, params)
     log_f = log_1_minus_f = 0.0
-    for _d, _token, (_f, log_p, log_q), _pair in candidates:
+    clues = []
+    new = tuple.__new__  # a Clue without the Python-level __new__ of a named tuple: 150 per message
+    for _d, token, (f, log_p, log_q), (s, h) in candidates:
         log_f += log_p
         log_1_minus_f += log_q
-    clues = tuple(Clue(token, f, s, h) for _d, token, (f, _l, _m), (s, h) in candidates)
-    return BayesResult(_combine(log_f, log_1_minus_f, len(candidates)), clues, totals)
+        clues.append(new(Clue, (token, f, s, h)))
+    return BayesResult(_combine(log_f, log_1_minus_f, len(candidates)), tuple(clues), totals)

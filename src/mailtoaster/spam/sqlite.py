@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from operator import itemgetter
 from pathlib import Path
 
 from mailtoaster.spam.counts import CountsTable
@@ -63,6 +64,8 @@ CREATE TABLE IF NOT EXISTS learned (
 """
 
 _COUNTS = "SELECT token, spam, ham FROM tokens WHERE scope = ? AND token IN (SELECT value FROM json_each(?))"
+_first = itemgetter(0)
+_pair = itemgetter(1, 2)
 _ADD = {
     label: f"INSERT INTO tokens (scope, token, spam, ham, learned) "
     f"SELECT ?, value, {int(label == 'spam')}, {int(label == 'ham')}, ? FROM json_each(?) WHERE true "
@@ -169,17 +172,13 @@ class SqliteTokenStore:
             cache = self._fresh_cache(db, scope)
             if len(cache) + len(tokens) > CACHE_ENTRIES:
                 cache.clear()
-            missing = [token for token in tokens if token not in cache]
+            missing = set(tokens).difference(cache)
             if missing:
                 rows = db.execute(_COUNTS, (scope, _json_list(missing))).fetchall()
                 cache.update(dict.fromkeys(missing))
-                cache.update({token: (spam, ham) for token, spam, ham in rows})
-            found = {}
-            for token in tokens:
-                pair = cache[token]
-                if pair is not None:
-                    found[token] = pair
-        return CountsTable(found)
+                cache.update(zip(map(_first, rows), map(_pair, rows), strict=True))
+            # C-level throughout: unknown tokens stay in the table as None (see CountsTable)
+            return CountsTable(dict(zip(tokens, map(cache.__getitem__, tokens), strict=True)))
 
     def _fresh_cache(self, db: sqlite3.Connection, scope: int) -> dict[str, tuple[int, int] | None]:
         version = db.execute("PRAGMA data_version").fetchone()[0]

@@ -80,6 +80,8 @@ IGNORED_FIELDS = frozenset(
 """Fields that give no token at all (see the module docstring for why)."""
 
 _WORD_SPLIT = re.compile(r"[\s\x00-\x1f]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b]")
+"""The characters _WORD_SPLIT splits on that ``str.isspace`` (and so ``str.split``) does not take."""
 _URL = re.compile(r"(?:https?://|ftp://|www\.)[^\s<>\"'()\[\]{}]+")
 _HTML_URL = re.compile(r"""(?:href|src|action|background)\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
 _EMAIL_DOMAIN = re.compile(r"@([a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)")
@@ -500,20 +502,19 @@ def _html_text(markup: str, urls: list[str]) -> str:
 def word_tokens(text: str) -> list[str]:
     """Words of 3 to 12 characters, ``skip:`` tokens for longer runs, and ``bi:`` bigrams of adjacent
     words, in reading order. ``text`` is already in lower case."""
-    words = _WORD_SPLIT.split(text)
-    tokens: dict[str, None] = {}
-    kept: list[str | None] = []
-    for word in words:
-        size = len(word)
-        if MIN_WORD <= size <= MAX_WORD:
-            tokens[word] = None
-            kept.append(word)
-        else:
-            if size > MAX_WORD:
-                tokens[f"skip:{word[0]} {size // 10 * 10}"] = None
-            kept.append(None)
-    tokens.update(dict.fromkeys(f"bi:{a} {b}" for a, b in pairwise(kept) if a and b))
+    # str.split() splits on exactly the white space _WORD_SPLIT does, but for the control characters
+    # that are not white space: the regular expression only when one is there (rare), as it is slower.
+    words = text.split() if _CONTROL.search(text) is None else _WORD_SPLIT.split(text)
+    tokens = dict.fromkeys(
+        [word if len(word) <= MAX_WORD else _skip_token(word) for word in words if len(word) >= MIN_WORD]
+    )
+    kept = [word if MIN_WORD <= len(word) <= MAX_WORD else None for word in words]
+    tokens.update(dict.fromkeys([f"bi:{a} {b}" for a, b in pairwise(kept) if a and b]))
     return list(tokens)
+
+
+def _skip_token(word: str) -> str:
+    return f"skip:{word[0]} {len(word) // 10 * 10}"
 
 
 def url_tokens(url: str) -> tuple[str, list[str]]:
