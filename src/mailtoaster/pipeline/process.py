@@ -61,6 +61,12 @@ class Submission:
     mailboxes here."""
 
     @property
+    def in_memory(self) -> bool:
+        """A small message, which SMTP kept in memory (``smtp.data.IN_MEMORY_LIMIT``): its work is
+        done on the event loop, a large one's in a worker thread (see :func:`on_loop_if_small`)."""
+        return isinstance(self.spool, bytes)
+
+    @property
     def outbound(self) -> bool:
         """Sent by someone allowed to relay: signed, not judged."""
         return self.policy.relay or self.authenticated_as is not None
@@ -260,7 +266,7 @@ class Pipeline:
         trace = self._trace(submission, queue_id, reverse_name) + results
         original = Content(headers, submission.spool, header_section)
         quarantine = (verdict is not None and verdict.quarantine) or _trusted_spam_flag(submission, message)
-        small = submission.size <= INLINE_READ_LIMIT
+        small = submission.in_memory
         for mailbox in mailboxes:
             copy = filtered.for_mailbox(mailbox)
             content = original.below(trace + copy.fields)
@@ -332,10 +338,6 @@ class Pipeline:
 
 T = TypeVar("T")
 
-INLINE_READ_LIMIT = 128 * 1024
-"""Spool files up to this size are read on the event loop: a worker-thread hand-off costs more than
-reading a few kilobytes from the page cache."""
-
 
 async def on_loop_if_small(small: bool, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """A delivery or a queue entry: a small message's on the event loop, a large one's in a worker
@@ -353,8 +355,6 @@ async def _read_message(submission: Submission) -> Message:
     spool = submission.spool
     if isinstance(spool, bytes):
         return Message.parse(spool)
-    if submission.size <= INLINE_READ_LIMIT:
-        return Message.from_file(spool)
     return await asyncio.to_thread(Message.from_file, spool)
 
 

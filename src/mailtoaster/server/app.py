@@ -125,6 +125,8 @@ class MailServer:
         self._worker = worker
         self.hostname = config.server.hostname or socket.getfqdn()
         self.data_dir = config.data_dir
+        self.spool_dir = self.data_dir / "spool"
+        """Messages over ``smtp.data.IN_MEMORY_LIMIT`` while they are received; emptied at start."""
         self._resolver = resolver
         self.listeners: dict[str, Listener] = {}
         self._connections: set[MailtoasterSMTP] = set()
@@ -156,21 +158,12 @@ class MailServer:
 
     async def _start(self) -> None:
         resolver = self._resolver or self._make_resolver()
-        runner = QueueRunner(
-            self.queue,
-            resolver,
-            self._delivery_config(),
-            bounce=self._bounce,
-            concurrency=self.config.queue.concurrency,
-            policy=RetryPolicy(
-                first_delay=self.config.queue.first_retry,
-                max_delay=self.config.queue.max_retry,
-                lifetime=self.config.queue.lifetime,
-            ),
-            reporting_mta=self.hostname,
-        )
+        queued: Callable[[], None]
         if self._worker is None:
-            self.runner = runner
+            self.runner = self._queue_runner(resolver)
+            queued = self.runner.wake
+        else:
+            queued = self._worker.queued
         pipeline = Pipeline(
             PipelineSettings(
                 hostname=self.hostname,
@@ -188,7 +181,7 @@ class MailServer:
                     domainkeys=self.config.signing.domainkeys,
                 )
             ),
-            queued=runner.wake if self._worker is None else self._worker.queued,
+            queued=queued,
             filters=self._filters,
         )
         await self._listen(pipeline, self._tls_context())
@@ -203,6 +196,22 @@ class MailServer:
                 await server.start_serving()
         if self.runner is not None:
             self._runner_task = asyncio.create_task(self.runner.run_forever(), name="queue-runner")
+
+    def _queue_runner(self, resolver: Resolver) -> QueueRunner:
+        """The main process's one queue runner (worker processes have none: they wake this one)."""
+        return QueueRunner(
+            self.queue,
+            resolver,
+            self._delivery_config(),
+            bounce=self._bounce,
+            concurrency=self.config.queue.concurrency,
+            policy=RetryPolicy(
+                first_delay=self.config.queue.first_retry,
+                max_delay=self.config.queue.max_retry,
+                lifetime=self.config.queue.lifetime,
+            ),
+            reporting_mta=self.hostname,
+        )
 
     def listening_fds(self) -> dict[str, list[int]]:
         """The bound sockets' file descriptors by listener name, for worker processes to accept on."""
@@ -345,7 +354,7 @@ class MailServer:
 
     def _clean_spool(self) -> None:
         """Messages left in the spool by a crash were never acknowledged: the client still has them."""
-        spool = self.data_dir / "spool"
+        spool = self.spool_dir
         if spool.exists():
             shutil.rmtree(spool)
         spool.mkdir(parents=True, mode=0o700)
@@ -401,7 +410,7 @@ class MailServer:
         settings = self.config.server
         return MailtoasterSMTP(
             handler,
-            spool_dir=self.data_dir / "spool",
+            spool_dir=self.spool_dir,
             password_check=self._check_password,
             max_line_length=settings.max_line_length,
             connections=self._connections,

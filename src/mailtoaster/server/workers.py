@@ -33,6 +33,7 @@ from pathlib import Path
 
 from mailtoaster.config import Config
 from mailtoaster.server.app import SHUTDOWN_GRACE, MailServer, StartupError, WorkerRole
+from mailtoaster.smtp.data import spool_file_prefix
 
 log = logging.getLogger("mailtoaster.server")
 
@@ -112,7 +113,7 @@ async def run_main(config: Config, worker_command: Sequence[str], ready: Callabl
     pool: WorkerPool | None = None
     count = worker_count(config.server.workers)
     if count > 1:
-        pool = WorkerPool(worker_command, server.listening_fds(), count - 1, server.data_dir / "spool")
+        pool = WorkerPool(worker_command, server.listening_fds(), count - 1, server.spool_dir)
         _forward_signals(server, pool)
         pool.start()
     ready(server)
@@ -230,7 +231,7 @@ class WorkerPool:
 
     def _remove_spool_files(self, pid: int) -> None:
         """Messages a dead worker was receiving were never acknowledged: their clients still have them."""
-        for path in self._spool_dir.glob(f"in.{pid}.*"):
+        for path in self._spool_dir.glob(spool_file_prefix(pid) + "*"):
             path.unlink(missing_ok=True)
 
 

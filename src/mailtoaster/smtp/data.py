@@ -209,12 +209,17 @@ class SpoolBuffer:
 _spool_names = itertools.count()
 
 
+def spool_file_prefix(pid: int) -> str:
+    """How the names of a process's spool files start: what is left of a dead worker is found by it."""
+    return f"in.{pid}."
+
+
 def new_spool_file(directory: Path) -> tuple[Path, BinaryIO]:
     """A new file for one message: named by process and counter (unique while the process lives; the
     spool is emptied at start, a dead worker's files by the main process), created exclusively,
     readable by this user only. Cheaper than ``tempfile``'s random names, which showed in profiles."""
     while True:
-        path = directory / f"in.{os.getpid()}.{next(_spool_names)}"
+        path = directory / f"{spool_file_prefix(os.getpid())}{next(_spool_names)}"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
