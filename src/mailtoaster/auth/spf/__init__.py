@@ -17,10 +17,12 @@ from mailtoaster.auth.spf.evaluate import (
     valid_domain,
 )
 from mailtoaster.auth.spf.header import describe, received_spf
+from mailtoaster.auth.spf.lookups import LookupCount, count_lookups
 from mailtoaster.auth.spf.record import SpfRecord, SpfSyntaxError, parse_record
 from mailtoaster.dns import IPAddress, Resolver
 
 __all__ = [
+    "LookupCount",
     "RecordChoice",
     "RecordSelector",
     "SpfOptions",
@@ -31,6 +33,7 @@ __all__ = [
     "check_helo",
     "check_host",
     "check_spf",
+    "count_lookups",
     "describe",
     "identity_of",
     "parse_record",
