@@ -11,8 +11,10 @@ signatures and SPF records are long gone). The verdict is the filter's own: spam
 
 When bench/spampeers.py is there, its ``run_peers`` trains and tests bogofilter and SpamAssassin on the
 same messages, and every system is printed side by side: confusion matrix, false positive and false
-negative rates, a text histogram of the scores, and PASS/MISS against the bar: no ham called spam,
-and a false negative rate below 3.68% (fewer than 14 of the 380 spam missed).
+negative rates, a text histogram of the scores, and PASS/MISS against the bar: a false positive rate no
+higher than the best peer's and a false negative rate lower than the best peer's, each column's best
+taken from the peers of the same run (without peers: the issue's figures, no ham called spam and
+fewer than 3.68% of spam missed).
 
 ``--cross-validate`` never reads the test part: it splits the training part into ``--folds`` folds
 (every k-th message), trains on the others and scores each fold in turn — what the classifier's
@@ -137,9 +139,33 @@ def rate(part: int, whole: int) -> str:
     return f"{100.0 * part / whole:.2f}%" if whole else "-"
 
 
-def verdict(result: Result) -> str:
-    passed = result.false_positives == 0 and result.spam and result.false_negatives / result.spam < FN_BAR
-    return "PASS" if passed else "MISS"
+@dataclass(frozen=True)
+class Bar:
+    """The issue's bar: false positives no more than the best peer's, false negatives fewer than the best
+    peer's (each the best of its own column, as the issue words it)."""
+
+    false_positive_rate: float
+    false_negative_rate: float
+    source: str
+
+
+def bar_of(peers: Sequence[Result]) -> Bar:
+    """The bar from the peers of this run; without peers, the issue's own figures (FP 0, FN 3.68%)."""
+    measured = [peer for peer in peers if peer.ham and peer.spam]
+    if not measured:
+        return Bar(0.0, FN_BAR, "the issue's figures (no peers in this run)")
+    return Bar(
+        min(peer.false_positives / peer.ham for peer in measured),
+        min(peer.false_negatives / peer.spam for peer in measured),
+        "the best peer of this run, per column",
+    )
+
+
+def verdict(result: Result, bar: Bar) -> str:
+    if not (result.ham and result.spam):
+        return "MISS"
+    fp_rate, fn_rate = result.false_positives / result.ham, result.false_negatives / result.spam
+    return "PASS" if fp_rate <= bar.false_positive_rate and fn_rate < bar.false_negative_rate else "MISS"
 
 
 def confusion(result: Result) -> list[str]:
@@ -175,15 +201,19 @@ def histogram(scores: Sequence[tuple[str, float]], *, bins: int = 12, width: int
 
 
 def report(results: Sequence[Result]) -> str:
+    bar = bar_of(results[1:])
     lines = ["", "== side by side", ""]
     lines.append(f"  {'system':40}{'FP':>5}{'FP rate':>9}{'FN':>5}{'FN rate':>9}{'seconds':>9}  bar")
     for result in results:
         lines.append(
             f"  {result.name:40}{result.false_positives:>5}{rate(result.false_positives, result.ham):>9}"
             f"{result.false_negatives:>5}{rate(result.false_negatives, result.spam):>9}"
-            f"{result.seconds:>9.1f}  {verdict(result)}"
+            f"{result.seconds:>9.1f}  {verdict(result, bar)}"
         )
-    lines.append(f"  (bar: FP = 0 and FN rate < {100 * FN_BAR:.2f}%)")
+    lines.append(
+        f"  (bar: FP rate <= {100 * bar.false_positive_rate:.2f}% and FN rate < "
+        f"{100 * bar.false_negative_rate:.2f}%: {bar.source})"
+    )
     for result in results:
         lines += [
             "",

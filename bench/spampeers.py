@@ -53,8 +53,12 @@ SpamAssassin (4.x as Debian ships it)
     sets ``score RULE 0`` for every rule but the BAYES_* ones (its __ sub-rules included; a zero score
     disables a rule), the rule names read from SpamAssassin's own parsed configuration. SpamAssassin has
     no verdict of Bayes alone (the BAYES_* scores top out at 4.0, under 5.0), so the verdict is the Bayes
-    probability (the ``_BAYES_`` tag, 4 decimals) at :data:`BAYES_ONLY_CUTOFF` (0.5) or more, the natural
-    cut of a probability. The score is that probability. Each message's probability must equal the one
+    probability (the ``_BAYES_`` tag, 4 decimals) above :data:`BAYES_ONLY_CUTOFF` (0.5): whatever leans
+    to spam. Exactly 0.5 is SpamAssassin's "no opinion" (it reports 0.5 when it cannot use Bayes on a
+    message: too few tokens it knows), and counts as not spam, as bogofilter's Unsure does. (On the
+    fixed split, the 6 ham an "at least 0.5" cut called spam were all such no-opinion answers, as were
+    14 spam.) The number of no-opinion answers is printed. The score is that probability. Each
+    message's probability must equal the one
     the rules + Bayes run reported for it (the same database, the same tokens): a difference is printed.
 
     Both SpamAssassin peers' seconds count the one sa-learn run they share, then their own spamd start
@@ -106,7 +110,8 @@ SA_BAYES = "SpamAssassin Bayes only"
 SA_RULES = "SpamAssassin rules + Bayes"
 
 BAYES_ONLY_CUTOFF = 0.5
-""""SpamAssassin Bayes only" calls a message spam when its Bayes probability is at least this."""
+""""SpamAssassin Bayes only" calls a message spam when its Bayes probability is above this (exactly 0.5 is
+SpamAssassin's answer when it cannot use Bayes on a message)."""
 
 SPAMC_MAX_SIZE = 16 * 1024 * 1024
 """spamc's size limit (default 500 KB, above which it passes a message unscanned): larger than any message."""
@@ -847,6 +852,7 @@ def _run_spamassassin(
     if differ:
         log(f"SpamAssassin: the Bayes probability of {differ} messages differs between the two runs")
     where = f"SpamAssassin {setup.version}, rules of {setup.rules_dir}, -L, sa-learn + spamd/spamc"
+    no_opinion = sum(scan.bayes_probability == BAYES_ONLY_CUTOFF for scan in bayes.scans)
 
     def took(run: _SpamdRun) -> str:
         return (
@@ -858,10 +864,11 @@ def _run_spamassassin(
         _result(
             SA_BAYES,
             test,
-            [scan.bayes_probability >= BAYES_ONLY_CUTOFF for scan in bayes.scans],
+            [scan.bayes_probability > BAYES_ONLY_CUTOFF for scan in bayes.scans],
             [scan.bayes_probability for scan in bayes.scans],
             learned.seconds + bayes.startup_seconds + bayes.scan_seconds,
-            f"Bayes probability >= {BAYES_ONLY_CUTOFF:g}, every other rule's score 0 ({len(zero)} rules); "
+            f"Bayes probability > {BAYES_ONLY_CUTOFF:g} ({no_opinion} answered exactly "
+            f"{BAYES_ONLY_CUTOFF:g}, no opinion), every other rule's score 0 ({len(zero)} rules); "
             f"score: the Bayes probability; {where}; {took(bayes)}",
         ),
         _result(
