@@ -1,6 +1,7 @@
-"""The mail store: the directory of domains, users and aliases (SQLite, :mod:`.directory`) and Maildir++
-delivery and folders (:mod:`.maildir`), laid out under the data directory as
-``directory.sqlite`` and ``mail/<domain>/<local part>/Maildir/`` (see docs/store.md)."""
+"""The mail store: the directory of domains, users and aliases (SQLite, :mod:`.directory`), Maildir++
+delivery and folders (:mod:`.maildir`) and the IMAP mailbox layer over them (:mod:`.folder`, with
+Dovecot's control files in :mod:`.uidlist`), laid out under the data directory as ``directory.sqlite``
+and ``mail/<domain>/<local part>/Maildir/`` (see docs/store.md)."""
 
 from mailtoaster.address import MAX_ADDRESS, MAX_LOCAL_PART
 from mailtoaster.store.address import (
@@ -33,6 +34,24 @@ from mailtoaster.store.errors import (
     MaildirError,
     NotFoundError,
 )
+from mailtoaster.store.folder import (
+    AppendResult,
+    Changes,
+    CopyResult,
+    FlagError,
+    Folder,
+    FolderExistsError,
+    FolderGoneError,
+    FolderListing,
+    FolderNotFoundError,
+    FolderStatus,
+    KeywordLimitError,
+    MailStore,
+    Message,
+    MessageGoneError,
+    ReadOnlyFolderError,
+    SnapshotCache,
+)
 from mailtoaster.store.maildir import (
     CHUNK_SIZE,
     JUNK_FOLDER,
@@ -44,6 +63,7 @@ from mailtoaster.store.maildir import (
 )
 from mailtoaster.store.mutf7 import decode_mutf7, encode_mutf7
 from mailtoaster.store.subscriptions import Subscriptions
+from mailtoaster.store.uidlist import LockTimeoutError, UidListCorruptError
 
 __all__ = [
     "CHUNK_SIZE",
@@ -61,17 +81,35 @@ __all__ = [
     "Address",
     "Alias",
     "AlreadyExistsError",
+    "AppendResult",
+    "Changes",
+    "CopyResult",
     "CrlfToLf",
     "Directory",
     "DirectoryError",
     "Domain",
+    "FlagError",
+    "Folder",
+    "FolderExistsError",
+    "FolderGoneError",
+    "FolderListing",
     "FolderNameError",
+    "FolderNotFoundError",
+    "FolderStatus",
     "InvalidAddressError",
+    "KeywordLimitError",
+    "LockTimeoutError",
+    "MailStore",
     "Maildir",
     "MaildirError",
+    "Message",
+    "MessageGoneError",
     "NotFoundError",
+    "ReadOnlyFolderError",
     "Resolution",
+    "SnapshotCache",
     "Subscriptions",
+    "UidListCorruptError",
     "Unset",
     "User",
     "decode_mutf7",

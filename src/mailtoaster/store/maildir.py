@@ -20,6 +20,7 @@ creates (the ``Junk`` quarantine) is subscribed in both Courier's and Dovecot's 
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import socket
@@ -158,6 +159,32 @@ class Maildir:
         storage_name = INBOX if directory == self.path else directory.name[1:]
         self.ensure()
         return subscriptions.subscribe(self.path, storage_name)
+
+    def unsubscribe(self, folder: str) -> bool:
+        """Remove ``folder`` from both subscription files (also a line naming it in UTF-8, as Courier-IMAP 5
+        writes); True if either changed. A folder need not exist to be unsubscribed."""
+        storage_name = INBOX if is_inbox(folder) else folder_directory_name(folder)[1:]
+        wanted = INBOX if is_inbox(folder) else folder
+        return subscriptions.unsubscribe(
+            self.path, storage_name, also=lambda stored: display_name(stored) == wanted
+        )
+
+    def write_temporary(
+        self, directory: Path, source: BinaryIO | Path | bytes, *, prefix: bytes = b""
+    ) -> tuple[Path, int]:
+        """Store ``prefix`` then ``source`` (CRLF → LF) as ``directory/tmp/<unique>``, fsynced; returns the
+        path and the stored size. For IMAP APPEND, which renames the file into place itself (with flags
+        and under the folder's uid list lock) instead of into ``new/`` as :meth:`deliver` does."""
+        temporary, fd = self._create_temporary(directory)
+        stream: BinaryIO | Path = io.BytesIO(source) if isinstance(source, bytes) else source
+        try:
+            size = _write_message(fd, prefix, stream)
+        except BaseException as exc:
+            temporary.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise MaildirError(f"cannot write {temporary}: {exc.strerror or exc}") from exc
+            raise
+        return temporary, size
 
     def subscriptions(self) -> Subscriptions:
         """What each subscription file lists, as decoded folder names."""

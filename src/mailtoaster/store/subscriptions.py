@@ -112,6 +112,43 @@ def subscribe(root: Path, name: str) -> bool:
     return courier or dovecot
 
 
+def unsubscribe(root: Path, name: str, *, also: Callable[[str], bool] | None = None) -> bool:
+    """Remove storage name ``name`` (and any name ``also`` accepts) from both files, keeping every other
+    line as it is; True when a file changed."""
+
+    def unwanted(stored: str) -> bool:
+        return stored == name or (also is not None and also(stored))
+
+    courier = _update(root / COURIER_FILE, lambda text: _without_courier(text, unwanted))
+    dovecot = _update(root / DOVECOT_FILE, lambda text: _without_dovecot(text, unwanted))
+    return courier or dovecot
+
+
+def _without_courier(text: str | None, unwanted: Callable[[str], bool]) -> str | None:
+    if text is None:
+        return None
+    lines = _lines(text)
+    kept = [line for line in lines if not any(unwanted(name) for name in parse_courier(line))]
+    return None if len(kept) == len(lines) else "".join(kept)
+
+
+def _without_dovecot(text: str | None, unwanted: Callable[[str], bool]) -> str | None:
+    if text is None:
+        return None
+    header = DOVECOT_V2_HEADER if text.startswith(DOVECOT_V2_HEADER) else ""
+    lines = _lines(text[len(header) :])
+    kept = [line for line in lines if not any(unwanted(name) for name in parse_dovecot(header + line))]
+    return None if len(kept) == len(lines) else header + "".join(kept)
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of ``text`` with their LF; only LF ends a line (str.splitlines would also split names at
+    characters such as U+2028)."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return [line for line in lines if line]
+
+
 def _with_courier(text: str | None, name: str) -> str | None:
     if text is not None and name in parse_courier(text):
         return None
