@@ -35,12 +35,13 @@ import enum
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
 
+from mailtoaster.imap.rfc822 import Address, AddressParser, Tokens, is_atext
 from mailtoaster.imap.sequence import NumberSet, SequenceSet, SequenceSetError
 
 MAX_DEPTH = 64
@@ -671,6 +672,7 @@ def _render_header(lines: Sequence[_HeaderLine], complete: bool) -> str:
 # -- header section ----------------------------------------------------------------------------------
 
 
+# Not bodystructure.HeaderField: SEARCH unfolds otherwise (CRLF dropped, tab as space, one blank kept).
 @dataclass(frozen=True)
 class _HeaderLine:
     """One header field as Dovecot's parser cuts it: the name (white space before the colon dropped),
@@ -803,410 +805,17 @@ def _decode_charset(raw: bytes, charset: str) -> str:
         return raw.decode("utf-8", "replace")
 
 
-# -- RFC 822 lexical layer (a port of Dovecot's rfc822-parser) -----------------------------------------
-
-
-def _atext_class(code: int) -> int:
-    if code >= 0x80 or (chr(code).isascii() and chr(code).isalnum()):
-        return 2
-    if chr(code) in "!#$%&'*+-^_`{|}~":
-        return 1
-    return 4 if chr(code) in "/=?" else 0
-
-
-_ATEXT = bytes(_atext_class(code) for code in range(256))
-"""Dovecot's atext table: 0 not atext, 1 and 2 atext, 4 atext but a MIME tspecial."""
-
-
-def _is_atext(char: int) -> bool:
-    """Whether ``char`` (an octet, or -1 for the end of input) is atext."""
-    return char >= 0 and _ATEXT[char] != 0
-
-
-class _Rfc822:
-    """A cursor over a header value with RFC 822 tokens, as Dovecot 2.3's ``rfc822-parser`` reads them;
-    return values follow its convention: 1 more data follows, 0 the end was reached, -1 broken input."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.position = 0
-        self.last_comment = b""
-        """The text of the last comment skipped (the start of it, if it never closed)."""
-
-    def peek(self) -> int:
-        """The octet at the cursor, -1 at the end."""
-        return self.data[self.position] if self.position < len(self.data) else -1
-
-    def at_end(self) -> bool:
-        return self.position >= len(self.data)
-
-    def skip_comment(self) -> int:
-        self.last_comment = b""
-        level = 1
-        self.position += 1
-        start = self.position
-        while self.position < len(self.data):
-            char = self.data[self.position]
-            if char == 0x28:
-                level += 1
-            elif char == 0x29:
-                level -= 1
-                if level == 0:
-                    self.last_comment += self.data[start : self.position]
-                    self.position += 1
-                    return 0 if self.at_end() else 1
-            elif char == 0x0A:
-                self.last_comment += self.data[start : self.position].removesuffix(b"\r")
-                start = self.position + 1
-            elif char == 0x5C:
-                if self._escaped():
-                    self.last_comment += self.data[start : self.position - 1]
-                    start = self.position
-                elif self.at_end():
-                    return -1
-            self.position += 1
-        return -1
-
-    def _escaped(self) -> bool:
-        """At a backslash: step onto the escaped octet and say whether it is escaped (a line break or
-        NUL after a backslash is not; the cursor then stays on the backslash, or at the end)."""
-        self.position += 1
-        if self.at_end():
-            return False
-        if self.data[self.position] in (0x0D, 0x0A, 0x00):
-            self.position -= 1
-            return False
-        return True
-
-    def skip_lwsp(self) -> int:
-        while not self.at_end():
-            char = self.data[self.position]
-            if char in (0x20, 0x09, 0x0D, 0x0A):
-                self.position += 1
-                continue
-            if char != 0x28:
-                break
-            if self.skip_comment() < 0:
-                return -1
-        return 0 if self.at_end() else 1
-
-    def _run(self, accept: Callable[[int], bool]) -> bytes:
-        start = self.position
-        while self.position < len(self.data) and accept(self.data[self.position]):
-            self.position += 1
-        return self.data[start : self.position]
-
-    def parse_atom(self, out: bytearray) -> int:
-        if not _is_atext(self.peek()):
-            return -1
-        out += self._run(_is_atext)
-        return 0 if self.at_end() else self.skip_lwsp()
-
-    def parse_dot_atom(self, out: bytearray) -> int:
-        """Atoms joined by dots (white space allowed around a dot); a dot must be followed by an atom."""
-        if not _is_atext(self.peek()):
-            return -1
-        while True:
-            atom = self._run(_is_atext)
-            if not atom:
-                return -1
-            out += atom
-            if self.at_end():
-                return 0
-            result = self.skip_lwsp()
-            if result <= 0:
-                return result
-            if self.peek() != 0x2E:
-                return 1
-            self.position += 1
-            out += b"."
-            if self.skip_lwsp() <= 0:
-                return -1
-
-    def parse_mime_token(self, out: bytearray) -> int:
-        out += self._run(lambda char: _ATEXT[char] & 3 != 0 or char == 0x2E)
-        return 0 if self.at_end() else self.skip_lwsp()
-
-    def parse_quoted_string(self, out: bytearray) -> int:
-        self.position += 1
-        start = self.position
-        while self.position < len(self.data):
-            char = self.data[self.position]
-            if char == 0x22:
-                out += self.data[start : self.position]
-                self.position += 1
-                return self.skip_lwsp()
-            if char == 0x0A:
-                out += self.data[start : self.position].removesuffix(b"\r")
-                start = self.position + 1
-            elif char == 0x5C:
-                if self._escaped():
-                    out += self.data[start : self.position - 1]
-                    start = self.position
-                elif self.at_end():
-                    return -1
-            self.position += 1
-        return -1
-
-    def parse_atom_or_dot(self, out: bytearray) -> int:
-        out += self._run(lambda char: _is_atext(char) or char == 0x2E)
-        return 0 if self.at_end() else self.skip_lwsp()
-
-    def parse_phrase(self, out: bytearray) -> int:
-        if self.at_end():
-            return 0
-        if self.peek() == 0x2E:
-            return -1
-        while True:
-            result = self.parse_quoted_string(out) if self.peek() == 0x22 else self.parse_atom_or_dot(out)
-            if result <= 0:
-                return result
-            char = self.peek()
-            if not _is_atext(char) and char not in (0x22, 0x2E):
-                break
-            out += b" "
-        return self.skip_lwsp()
-
-    def parse_domain(self, out: bytearray) -> int:
-        self.position += 1  # '@'
-        if self.skip_lwsp() <= 0:
-            return -1
-        if self.peek() == 0x5B:
-            return self._parse_domain_literal(out)
-        return self.parse_dot_atom(out)
-
-    def _parse_domain_literal(self, out: bytearray) -> int:
-        start = self.position
-        self.position += 1
-        while self.position < len(self.data):
-            char = self.data[self.position]
-            if char == 0x5B:
-                return -1
-            if char == 0x5D:
-                self.position += 1
-                out += self.data[start : self.position]
-                return self.skip_lwsp()
-            if char == 0x0A:
-                out += self.data[start : self.position].removesuffix(b"\r")
-                start = self.position + 1
-            elif char == 0x5C:
-                self.position += 1
-                if self.at_end():
-                    return -1
-                if self.data[self.position] in (0x0D, 0x0A, 0x00):
-                    out += self.data[start : self.position]
-                    start = self.position
-                    self.position -= 1
-            self.position += 1
-        return -1
-
-
-# -- addresses (Dovecot 2.3's message_address_parse and message_address_write) ----------------------
-
-
-@dataclass
-class _Address:
-    name: bytes | None = None
-    route: bytes | None = None
-    mailbox: bytes | None = None
-    domain: bytes | None = None
-    """None marks a group's start (``mailbox`` is the group name) or end (everything None)."""
-    invalid: bool = False
-
-
-@dataclass
-class _AddressParser:
-    """Dovecot's address-list parser with FILL_MISSING: what is missing becomes ``MISSING_MAILBOX``,
-    ``MISSING_DOMAIN`` or ``SYNTAX_ERROR``, so broken headers still give something to match."""
-
-    cursor: _Rfc822
-    addresses: list[_Address] = field(default_factory=list)
-    current: _Address = field(default_factory=_Address)
-
-    def parse_list(self) -> list[_Address]:
-        if self.cursor.skip_lwsp() <= 0:
-            return []
-        while len(self.addresses) < _MAX_ADDRESSES:
-            if self._address() == 0:
-                break
-            if self.cursor.peek() != 0x2C:
-                break
-            self.cursor.position += 1
-            result = self.cursor.skip_lwsp()
-            if result <= 0:
-                if result < 0:
-                    self._add_fixed()
-                break
-        return self.addresses
-
-    def _add(self) -> None:
-        self.addresses.append(self.current)
-        self.current = _Address()
-
-    def _add_fixed(self) -> None:
-        if self.current.mailbox is None:
-            self.current.mailbox = b"MISSING_MAILBOX"
-        if not self.current.domain:
-            self.current.domain = b"MISSING_DOMAIN"
-        self._add()
-
-    def _address(self) -> int:
-        start = self.cursor.position
-        result = self._group()
-        if result < 0:
-            self.cursor.position = start
-            result = self._mailbox()
-        return result
-
-    def _group(self) -> int:
-        phrase = bytearray()
-        if self.cursor.parse_phrase(phrase) <= 0 or self.cursor.peek() != 0x3A:
-            return -1
-        self.cursor.position += 1
-        result = self.cursor.skip_lwsp()
-        self.current.mailbox = bytes(phrase)
-        self._add()
-        if result > 0 and self.cursor.peek() != 0x3B:
-            while True:
-                self._mailbox()  # a broken one is kept as it is; the list goes on
-                if self.cursor.peek() != 0x2C:
-                    break
-                self.cursor.position += 1
-                if self.cursor.skip_lwsp() <= 0:
-                    result = -1
-                    break
-        if result >= 0:
-            if self.cursor.peek() != 0x3B:
-                result = -1
-            else:
-                self.cursor.position += 1
-                result = self.cursor.skip_lwsp()
-        self._add()
-        return 0 if result == 0 else 1
-
-    def _mailbox(self) -> int:
-        start = self.cursor.position
-        result = self._name_addr()
-        if result < 0:
-            self.cursor.position = start
-            result = self._addr_spec()
-            address = self.current
-            if (
-                address.invalid
-                and address.name is None
-                and address.mailbox is not None
-                and address.domain is None
-            ):
-                address.name, address.mailbox = address.mailbox, None
-        self._add_fixed()
-        return result
-
-    def _name_addr(self) -> int:
-        phrase = bytearray()
-        if self.cursor.parse_phrase(phrase) <= 0 or self.cursor.peek() != 0x3C:
-            return -1
-        self.current.name = bytes(phrase) or None
-        if self._angle_addr() < 0:
-            self.current.domain = b"SYNTAX_ERROR"
-            self.current.invalid = True
-        return 0 if self.cursor.at_end() else 1
-
-    def _angle_addr(self) -> int:
-        self.cursor.position += 1  # '<'
-        if self.cursor.skip_lwsp() <= 0:
-            return -1
-        if self.cursor.peek() == 0x40:
-            if self._domain_list() > 0 and self.cursor.peek() == 0x3A:
-                self.cursor.position += 1
-            else:
-                self.current.route = b"INVALID_ROUTE"
-                if self.cursor.at_end():
-                    return -1
-            if self.cursor.skip_lwsp() <= 0:
-                return -1
-        if self.cursor.peek() != 0x3E:
-            local = bytearray()
-            if self._local_part(local) <= 0:
-                return -1
-            if self.cursor.peek() == 0x40 and self._domain() <= 0:
-                return -1
-        if self.cursor.peek() != 0x3E:
-            return -1
-        self.cursor.position += 1
-        return self.cursor.skip_lwsp()
-
-    def _domain_list(self) -> int:
-        route = bytearray()
-        while True:
-            if self.cursor.at_end():
-                return 0
-            if self.cursor.peek() != 0x40:
-                break
-            if route:
-                route += b","
-            route += b"@"
-            result = self.cursor.parse_domain(route)
-            if result <= 0:
-                return result
-            while self.cursor.skip_lwsp() > 0 and self.cursor.peek() == 0x2C:
-                self.cursor.position += 1
-        self.current.route = bytes(route)
-        return 1
-
-    def _local_part(self, local: bytearray) -> int:
-        if self.cursor.peek() == 0x22:
-            result = self.cursor.parse_quoted_string(local)
-        else:
-            result = self.cursor.parse_dot_atom(local)
-        if result < 0:
-            return -1
-        self.current.mailbox = bytes(local)
-        return result
-
-    def _domain(self) -> int:
-        domain = bytearray()
-        result = self.cursor.parse_domain(domain)
-        if result < 0:
-            return -1
-        self.current.domain = bytes(domain)
-        return result
-
-    def _addr_spec(self) -> int:
-        self.cursor.last_comment = b""
-        quoted = self.cursor.peek() == 0x22
-        local = bytearray()
-        result = self._local_part(local)
-        if result <= 0:
-            self.current.invalid = True
-        domain_result = None
-        if result != 0 and self.cursor.peek() == 0x40:
-            domain_result = self._domain()
-            if domain_result <= 0:
-                result = domain_result
-        if self.cursor.last_comment:
-            self.current.name = self.cursor.last_comment
-        elif domain_result is None:
-            # A bare "user": a mailbox when nothing follows, else the start of a display name.
-            local += b" "
-            length = len(local)
-            self.cursor.parse_phrase(local)
-            if len(local) != length:
-                self.current.mailbox = None
-                self.current.name = bytes(local)
-            elif not quoted:
-                self.current.domain = b""
-            self.current.invalid = True
-            result = -1
-        return result
+# -- addresses (Dovecot 2.3's message_address_write; parsing is .rfc822's) ------------------------
 
 
 _MAX_ADDRESSES = 10000
+"""SEARCH reads at most this many addresses of one field."""
 
 
 def _maybe_quoted(text: bytes, escape_dot: bool) -> bytes:
     """``text`` as is when it is all atext (and dots, unless ``escape_dot``), else quoted with
     backslashes before ``\\``, ``"`` and ``'`` (Dovecot's str_append_maybe_escape)."""
-    if all(_is_atext(char) or (char == 0x2E and not escape_dot) for char in text):
+    if all(is_atext(char) or (char == 0x2E and not escape_dot) for char in text):
         return text
     return b'"' + re.sub(rb"([\\\"'])", rb"\\\1", text) + b'"'
 
@@ -1214,7 +823,10 @@ def _maybe_quoted(text: bytes, escape_dot: bool) -> bytes:
 def format_addresses(value: bytes) -> bytes:
     """An address header's value rewritten the way Dovecot 2.3 matches FROM/TO/CC/BCC against it:
     ``"Display Name" <box@domain>`` joined by ``, ``, groups as ``name: ...;``."""
-    addresses = _AddressParser(_Rfc822(value)).parse_list()
+    # NULs are kept and a local part is a strict dot-atom, as this matching has always read them
+    addresses = AddressParser(
+        value, nul_replacement=None, strict_dots=True, max_addresses=_MAX_ADDRESSES
+    ).parse()
     if not addresses:
         return b""
     written = bytearray()
@@ -1243,7 +855,7 @@ def _group_name(name: bytes | None) -> bytes:
     return name if b"=?" in name else _maybe_quoted(name, escape_dot=True)
 
 
-def _written_address(address: _Address) -> bytes:
+def _written_address(address: Address) -> bytes:
     written = bytearray()
     if address.name is not None:
         written += address.name if b"=?" in address.name else _maybe_quoted(address.name, escape_dot=True)
@@ -1268,13 +880,13 @@ def _written_address(address: _Address) -> bytes:
 def parse_date_header(value: bytes) -> date | None:
     """The calendar date a Date: header gives, in its own time zone; None when Dovecot could not read
     it either: ``[weekday ","] day month year hh:mm[:ss] [zone]``, two-digit years 1970-2069."""
-    cursor = _Rfc822(value)
+    cursor = Tokens(value)
     cursor.skip_lwsp()
     token = _date_token(cursor)
     if token is not None and len(token) == 3:
         if cursor.peek() != 0x2C:
             return None
-        cursor.position += 1
+        cursor.pos += 1
         cursor.skip_lwsp()
         token = _date_token(cursor)
     if token is None or not 1 <= len(token) <= 2 or not token.isdigit():
@@ -1303,33 +915,33 @@ def _month_number(token: bytes | None) -> int:
     return _MONTHS.index(name) + 1 if name in _MONTHS else 0
 
 
-def _date_token(cursor: _Rfc822) -> bytes | None:
+def _date_token(cursor: Tokens) -> bytes | None:
     """The next atom; None at the end or at something that is not one."""
     out = bytearray()
-    if cursor.at_end() or cursor.parse_atom(out) < 0 or not out:
+    if cursor.at_end() or cursor.atom(out) < 0 or not out:
         return None
     return bytes(out)
 
 
-def _valid_time(cursor: _Rfc822) -> bool:
+def _valid_time(cursor: Tokens) -> bool:
     """``hh:mm[:ss] [zone]`` follows, with values Dovecot's utc_mktime takes (a leap second included)."""
     hour = _date_token(cursor)
     if hour is None or not 1 <= len(hour) <= 2 or not hour.isdigit() or cursor.peek() not in (0x3A, 0x2E):
         return False
-    cursor.position += 1
+    cursor.pos += 1
     cursor.skip_lwsp()
     minute = _date_token(cursor)
     if minute is None or len(minute) != 2 or not minute.isdigit():
         return False
     second = b"00"
     if cursor.peek() in (0x3A, 0x2E):
-        cursor.position += 1
+        cursor.pos += 1
         cursor.skip_lwsp()
         found = _date_token(cursor)
         if found is None or len(found) != 2 or not found.isdigit():
             return False
         second = found
-    if not cursor.at_end() and not _is_atext(cursor.peek()):
+    if not cursor.at_end() and not is_atext(cursor.peek()):
         return False  # a zone that is not an atom
     return int(hour) <= 23 and int(minute) <= 59 and int(second) <= 60
 
@@ -1337,6 +949,7 @@ def _valid_time(cursor: _Rfc822) -> bool:
 # -- MIME structure (after Dovecot's message-parser) ---------------------------------------------------
 
 
+# Not bodystructure.parse_message: SEARCH reads Content-Type without MIME-Version, boundaries untruncated.
 @dataclass
 class _MimePart:
     header: list[_HeaderLine]
@@ -1459,22 +1072,15 @@ def _content_type(header: Sequence[_HeaderLine], first: bool) -> tuple[str | Non
     values = [line.value for line in header if line.lower_name == "content-type"]
     if not values:
         return None, {}
-    cursor = _Rfc822(values[0] if first else values[-1])
+    cursor = Tokens(values[0] if first else values[-1])
     out = bytearray()
-    if cursor.skip_lwsp() <= 0 or cursor.parse_mime_token(out) <= 0 or not out or cursor.peek() != 0x2F:
-        return "", {}
-    cursor.position += 1
-    out += b"/"
-    if cursor.skip_lwsp() <= 0:
-        return "", {}
-    length = len(out)
-    result = cursor.parse_mime_token(out)
-    if result < 0 or len(out) == length or not (cursor.at_end() or cursor.peek() == 0x3B):
+    if cursor.content_type(out) < 0:
         return "", {}
     return out.decode("latin-1").lower(), _content_params(cursor)
 
 
-def _content_params(cursor: _Rfc822) -> dict[str, bytes]:
+# Not bodystructure's RFC 2231 reader: SEARCH keeps the first value of a name and skips a broken one to ";".
+def _content_params(cursor: Tokens) -> dict[str, bytes]:
     """``*(";" name "=" value)``, the first value of each name kept; a broken parameter is skipped up to
     the next ``;`` (RFC 2231 continuations and charsets are not decoded: boundary and charset do
     without them in practice)."""
@@ -1484,7 +1090,7 @@ def _content_params(cursor: _Rfc822) -> dict[str, bytes]:
         value = bytearray()
         if cursor.peek() != 0x3B or not _content_param(cursor, name, value):
             while not cursor.at_end() and cursor.peek() != 0x3B:
-                cursor.position += 1
+                cursor.pos += 1
             if cursor.at_end():
                 break
             continue
@@ -1492,27 +1098,28 @@ def _content_params(cursor: _Rfc822) -> dict[str, bytes]:
     return params
 
 
-def _content_param(cursor: _Rfc822, name: bytearray, value: bytearray) -> bool:
-    cursor.position += 1  # ';'
-    if cursor.skip_lwsp() <= 0 or cursor.parse_mime_token(name) <= 0 or not name or cursor.peek() != 0x3D:
+def _content_param(cursor: Tokens, name: bytearray, value: bytearray) -> bool:
+    cursor.pos += 1  # ';'
+    if cursor.skip_lwsp() <= 0 or cursor.mime_token(name) <= 0 or not name or cursor.peek() != 0x3D:
         return False
-    cursor.position += 1
+    cursor.pos += 1
     result = cursor.skip_lwsp()
     if result <= 0:
         return result == 0
     if cursor.peek() == 0x22:
-        return cursor.parse_quoted_string(value) >= 0
+        return cursor.quoted_string(value) >= 0
     if cursor.peek() == 0x3D:  # broken input like name==?utf-8?b?...?=
-        value += cursor._run(lambda char: char not in (0x3B, 0x20, 0x09, 0x0D, 0x0A))
+        cursor.unquoted_run(value)
         return True
-    return cursor.parse_mime_token(value) >= 0
+    return cursor.mime_token(value) >= 0
 
 
+# Not bodystructure's: SEARCH takes the first token whatever follows, and folds unknown names to "unknown".
 def _transfer_encoding(value: bytes) -> str:
-    cursor = _Rfc822(value)
+    cursor = Tokens(value)
     cursor.skip_lwsp()
     token = bytearray()
-    cursor.parse_mime_token(token)
+    cursor.mime_token(token)
     name = token.decode("latin-1").lower()
     if name in ("7bit", "8bit", "binary", "base64", "quoted-printable"):
         return name
