@@ -335,6 +335,10 @@ zone_file = "{zone}"
 
 [policy]
 dmarc_reject = true
+
+[imap]
+imap_port = 0
+imaps_port = 0
 """
 
 

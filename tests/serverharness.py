@@ -22,7 +22,14 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
-from mailtoaster.config import Config, DnsSettings, QueueSettings, RulesSettings, ServerSettings
+from mailtoaster.config import (
+    Config,
+    DnsSettings,
+    ImapSettings,
+    QueueSettings,
+    RulesSettings,
+    ServerSettings,
+)
 from mailtoaster.keys import KeyType, create_key, list_keys
 from mailtoaster.server import MailServer
 from mailtoaster.store import Directory
@@ -222,6 +229,7 @@ def installation(
         rules=RulesSettings(file=str(rules)),
         dns=DnsSettings(zone_file=str(zone)),
         queue=QueueSettings(port=sink_port),
+        imap=ImapSettings(imap_port=0, imaps_port=0),  # off unless a test asks (imap={...})
     )
     for table, values in overrides.items():
         config = dataclasses.replace(config, **{table: dataclasses.replace(getattr(config, table), **values)})  # type: ignore[arg-type]

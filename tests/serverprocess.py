@@ -145,6 +145,7 @@ def default_tables(setup_paths: ServerSetup, sink_port: int) -> dict[str, dict[s
         "rules": {"file": str(setup_paths.rules_file)},
         "dns": {"zone_file": str(setup_paths.zone_file)},
         "queue": {"port": sink_port, "first_retry": "1s", "max_retry": "2s"},
+        "imap": {"imap_port": 0, "imaps_port": 0},
     }
 
 

@@ -105,6 +105,35 @@ class QueueSettings:
     concurrency: int = 8
 
 
+@dataclass(frozen=True)
+class ImapSettings:
+    """The IMAP server (docs/imap.md); it runs in the main process of ``serve``."""
+
+    bind: tuple[str, ...] = ()
+    """Addresses to listen on; empty: those of ``[server] bind``."""
+    imap_port: int = 1430
+    """IMAP with STARTTLS (143 in production); 0: off."""
+    imaps_port: int = 9930
+    """IMAP over implicit TLS, RFC 8314 (993 in production); 0: off."""
+    allow_plaintext_on_loopback: bool = False
+    """Let clients on 127.0.0.0/8 and ::1 log in without TLS; everyone else always needs TLS."""
+    append_limit: int = 50 * 1024 * 1024
+    """The largest message APPEND takes (advertised as APPENDLIMIT); larger ones get NO [TOOBIG]."""
+    idle_poll_interval: float = 1.0
+    """Seconds between two looks at the selected folder while a client IDLEs."""
+    autologout: float = 1800.0
+    """Seconds of client silence before the session ends (RFC 3501 asks for at least 30 minutes)."""
+    max_connections: int = 1000
+    """IMAP connections at once; more are refused with BYE."""
+
+    def __post_init__(self) -> None:
+        for name in ("imap_port", "imaps_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name}: {getattr(self, name)} is not a port number (0: off)")
+        if self.append_limit < 1:
+            raise ConfigError("append_limit: must be at least 1")
+
+
 SPAM_STORE_SCHEMES = ("redis://", "rediss://", "unix://")
 """How a ``[spam] store`` that names a Redis begins (redis-py's URL forms); anything else that is not
 empty must be an absolute path to an SQLite file."""
@@ -153,6 +182,36 @@ def spam_store_problem(store: str) -> str | None:
     return f"{store!r}: expected a redis:// URL or an absolute path to an SQLite file (empty: the default)"
 
 
+_REFLECTOR_LOCAL_PART = re.compile(r"[a-z0-9!#$%&'*+/?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/?^_`{|}~-]+)*\Z")
+"""A reflector local part: a lower-case dot-atom without ``=`` (which separates a redirect target's
+domain) and without ``@``."""
+
+
+@dataclass(frozen=True)
+class ReflectorSettings:
+    """The authentication reflector (``docs/reflector.md``): mail to ``<local_part>@<local domain>`` is
+    answered with a report of every check."""
+
+    enabled: bool = True
+    local_part: str = "check-auth"
+    """``check-auth@`` every local domain; ``check-auth-jsmith=example.org@`` sends the report to
+    jsmith@example.org instead."""
+    allow_any_target: bool = False
+    """Let the redirect form name any address; off, only an address this server delivers to (a user or
+    an alias of a local domain): else anyone could aim reports at a stranger."""
+    max_per_sender_per_hour: int = 10
+    """Reports to one address in an hour, across every worker process; more are not sent (logged)."""
+
+    def __post_init__(self) -> None:
+        if not _REFLECTOR_LOCAL_PART.match(self.local_part) or len(self.local_part) > 48:
+            raise ConfigError(
+                f"local_part: {self.local_part!r} is not a lower-case local part of at most 48 characters "
+                "without '=' (e.g. \"check-auth\")"
+            )
+        if self.max_per_sender_per_hour < 1:
+            raise ConfigError("max_per_sender_per_hour: must be at least 1 (set enabled = false to turn off)")
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -163,6 +222,8 @@ class Config:
     signing: SigningSettings = field(default_factory=SigningSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     spam: SpamSettings = field(default_factory=SpamSettings)
+    reflector: ReflectorSettings = field(default_factory=ReflectorSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
 
     @property
     def data_dir(self) -> Path:
@@ -227,6 +288,8 @@ _DURATION_SETTINGS = {
     ("QueueSettings", "max_retry"),
     ("ServerSettings", "timeout"),
     ("SpamSettings", "timeout"),
+    ("ImapSettings", "idle_poll_interval"),
+    ("ImapSettings", "autologout"),
 }
 
 

@@ -13,12 +13,24 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from mailtoaster import __version__
-from mailtoaster.cli import check, directory, dns_records, junk, keygen, queue, serve, sign, spam, verify
+from mailtoaster.cli import (
+    check,
+    directory,
+    dns_records,
+    junk,
+    keygen,
+    queue,
+    selftest,
+    serve,
+    sign,
+    spam,
+    verify,
+)
 from mailtoaster.cli.common import EXIT_USAGE, CliError
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE from sysexits.h
 
-SUBCOMMANDS = (verify, sign, keygen, dns_records, check, serve, directory, queue, junk, spam)
+SUBCOMMANDS = (verify, sign, keygen, dns_records, check, serve, directory, queue, junk, spam, selftest)
 
 
 class _ArgumentParser(argparse.ArgumentParser):

@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run the mail server",
-        description="Run the mail server: SMTP, submission, local delivery and the outbound queue. "
+        description="Run the mail server: SMTP, submission, local delivery, the outbound queue and IMAP. "
         "With no configuration file it listens on 127.0.0.1 and keeps its data under ./var.",
     )
     parser.add_argument("--config", metavar="FILE", help="TOML configuration (see docs/configuration.md)")
@@ -28,6 +28,10 @@ def register(subparsers: Any) -> None:
         "--submission-port", type=int, metavar="N", help="submission, STARTTLS (default 5870)"
     )
     parser.add_argument("--smtps-port", type=int, metavar="N", help="submission, implicit TLS (default 4650)")
+    parser.add_argument("--imap-port", type=int, metavar="N", help="IMAP, STARTTLS (default 1430; 0: off)")
+    parser.add_argument(
+        "--imaps-port", type=int, metavar="N", help="IMAP, implicit TLS (default 9930; 0: off)"
+    )
     parser.add_argument("--hostname", metavar="NAME", help="this server's name (default: the FQDN)")
     dns = parser.add_mutually_exclusive_group()
     dns.add_argument("--dns-zone", metavar="FILE", help="answer DNS queries from this BIND master file")
@@ -39,7 +43,17 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-_PASSED_ON = ("config", "data_dir", "rules", "smtp_port", "submission_port", "smtps_port", "hostname")
+_PASSED_ON = (
+    "config",
+    "data_dir",
+    "rules",
+    "smtp_port",
+    "submission_port",
+    "smtps_port",
+    "imap_port",
+    "imaps_port",
+    "hostname",
+)
 
 
 def worker_command(args: argparse.Namespace) -> list[str]:
@@ -75,6 +89,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         hostname=args.hostname,
     )
     config = with_overrides(config, "rules", file=args.rules)
+    for name in ("imap_port", "imaps_port"):
+        port = getattr(args, name)
+        if port is not None and not 0 <= port <= 65535:
+            raise CliError(f"--{name.replace('_', '-')} {port} is not a port number")
+    config = with_overrides(config, "imap", imap_port=args.imap_port, imaps_port=args.imaps_port)
     nameservers = tuple(args.nameserver) if args.nameserver else None
     config = with_overrides(config, "dns", zone_file=args.dns_zone, nameservers=nameservers)
     for name in ("smtp_port", "submission_port", "smtps_port"):

@@ -758,10 +758,27 @@ def _id(cursor: _Cursor, tag: str) -> Id:
         value = cursor.nstring("an ID value")
         return name, None if value is None else value.decode("utf-8", "replace")
 
-    pairs = cursor.list_items("ID field", pair)
+    pairs = _id_pairs(cursor, pair)
     if len(pairs) > MAX_ID_PAIRS:
         raise cursor.error(f"More than {MAX_ID_PAIRS} ID field-value pairs")
     return Id(tag, tuple(pairs))
+
+
+def _id_pairs(cursor: _Cursor, pair: Callable[[], tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    """The ID list, also with a space just inside its parentheses: aioimaplib writes
+    ``( "name" "value" )``, and Dovecot takes it."""
+    cursor.expect(b"(", "'(' to open the ID field list")
+    cursor.take(b" ")
+    pairs: list[tuple[str, str | None]] = []
+    while not cursor.take(b")"):
+        if not cursor.peek():
+            raise cursor.error("Missing ')' to close the ID field list")
+        if pairs:
+            cursor.space("the next ID field")
+            if cursor.take(b")"):
+                break
+        pairs.append(pair())
+    return pairs
 
 
 # -- the message commands ----------------------------------------------------------------------------

@@ -173,6 +173,16 @@ class Signer(Protocol):
         ...
 
 
+class Responder(Protocol):
+    """Answers a message automatically once its copies are stored (the reflector, ``docs/reflector.md``)."""
+
+    async def respond(
+        self, message: Message, submission: Submission, report: VerifyReport | None, queue_id: str
+    ) -> None:
+        """Raises when an answer that is owed could not be stored: the client gets ``451`` and retries."""
+        ...
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     hostname: str
@@ -192,6 +202,7 @@ class Pipeline:
         signer: Signer,
         queued: Callable[[], None] = lambda: None,
         filters: Sequence[ContentFilter] = (),
+        responder: Responder | None = None,
     ) -> None:
         self._settings = settings
         self._resolver = resolver
@@ -201,6 +212,7 @@ class Pipeline:
         self._queued = queued
         """Called (in the event loop) after something was queued: wakes the queue runner."""
         self._filters = tuple(filters)
+        self._responder = responder
 
     async def process(self, submission: Submission) -> str:
         started = time.monotonic()
@@ -218,6 +230,8 @@ class Pipeline:
             return filtered.reply
         try:
             await self._store(submission, queue_id, message, report, verdict, filtered, route)
+            if self._responder is not None:
+                await self._responder.respond(message, submission, report, queue_id)
         except Exception:
             log.exception("id=%s delivery failed; the client keeps the message and will retry", queue_id)
             reply = "451 4.3.0 Temporary failure storing the message, please try again later"

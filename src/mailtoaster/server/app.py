@@ -24,6 +24,7 @@ from pathlib import Path
 from mailtoaster import __version__
 from mailtoaster.config import DEFAULT_RULES, Config
 from mailtoaster.dns import Resolver, ZoneFileError, load_zone_file
+from mailtoaster.imap.server import ImapServer, imap_server_for
 from mailtoaster.pipeline import Content, ContentFilter, Pipeline, PipelineSettings
 from mailtoaster.pipeline.sign import KeyStoreSigner, SigningConfig
 from mailtoaster.pipeline.spamfilter import INLINE_SIZE, SpamCheck, SpamCheckSettings
@@ -37,6 +38,7 @@ from mailtoaster.policy import (
     parse_rules,
 )
 from mailtoaster.queue import DeliveryConfig, Queue, QueueError, QueueRunner, RetryPolicy, parse_smarthost
+from mailtoaster.reflector import Reflector
 from mailtoaster.server.tls import TlsSetupError, ensure_self_signed, server_context
 from mailtoaster.smtp import MailtoasterSMTP, SmtpHandler
 from mailtoaster.spam import SpamFilter, TokenStoreUnavailable
@@ -146,6 +148,10 @@ class MailServer:
         self._filters = tuple(filters)
         self.runner: QueueRunner | None = None
         self._runner_task: asyncio.Task[None] | None = None
+        self.imap: ImapServer | None = None
+        """The IMAP listeners (``docs/imap.md``): main process only, None in workers or when off."""
+        self.reflector: Reflector | None = None
+        """Answers ``check-auth@`` (``docs/reflector.md``); made in :meth:`start`, None when off."""
 
     # -- start and stop ------------------------------------------------------------------------
 
@@ -164,6 +170,17 @@ class MailServer:
             queued = self.runner.wake
         else:
             queued = self._worker.queued
+        signer = KeyStoreSigner(
+            SigningConfig(
+                keys_dir=self.data_dir / "keys",
+                dkim=self.config.signing.dkim,
+                domainkeys=self.config.signing.domainkeys,
+            )
+        )
+        outbound = QueueOutbound(self.queue)
+        self.reflector = Reflector.for_server(
+            self, resolver=resolver, signer=signer, outbound=outbound, queued=queued
+        )
         pipeline = Pipeline(
             PipelineSettings(
                 hostname=self.hostname,
@@ -173,24 +190,22 @@ class MailServer:
             ),
             resolver=resolver,
             mailboxes=self.mailboxes,
-            outbound=QueueOutbound(self.queue),
-            signer=KeyStoreSigner(
-                SigningConfig(
-                    keys_dir=self.data_dir / "keys",
-                    dkim=self.config.signing.dkim,
-                    domainkeys=self.config.signing.domainkeys,
-                )
-            ),
+            outbound=outbound,
+            signer=signer,
             queued=queued,
             filters=self._filters,
+            responder=self.reflector,
         )
-        await self._listen(pipeline, self._tls_context())
+        tls = self._tls_context()
+        await self._listen(pipeline, tls)
         if self._worker is None:
             # Ports are bound (a port in use fails above, before anything is touched); clients are
             # let in only once the spool is clean and the queue recovered.
             self._clean_spool()
             recovery = await asyncio.to_thread(self.queue.recover)
             log.info("queue recovered: %s", recovery)
+        if self._worker is None:
+            self.imap = await imap_server_for(self, tls)
         for listener in self.listeners.values():
             for server in listener.servers:
                 await server.start_serving()
@@ -241,6 +256,8 @@ class MailServer:
             for address in self.config.server.bind:
                 ports = ",".join(str(port) for port in listener.ports)
                 lines.append(f"  {name:<11} {address}:{ports}{notes[name]}")
+        if self.imap is not None:
+            lines += self.imap.welcome_lines()
         lines.append(self._spam_line())
         lines += [
             "Next:",
@@ -261,6 +278,8 @@ class MailServer:
 
     async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
         await self._close_listeners()
+        if self.imap is not None:
+            await self.imap.stop()
         deadline = time.monotonic() + grace
         while any(connection.busy for connection in self._connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -366,12 +385,14 @@ class MailServer:
             ("submission", settings.submission_port, True, False),
             ("smtps", settings.smtps_port, True, True),
         )
+        reflector = self.reflector.recipients if self.reflector is not None else None
         handler = SmtpHandler(  # one for every listener: its state is kept per session
             policy_for=self.policy_for,
-            directory=self.directory,
+            directory=self.directory if reflector is None else reflector,  # reflector's addresses first
             pipeline=pipeline,
             max_recipients=settings.max_recipients,
             primary_domain=self._primary_domain,
+            recipient_refusal=reflector.refusal if reflector is not None else lambda recipient: None,
         )
         loop = asyncio.get_running_loop()
         for name, port, submission, implicit in kinds:

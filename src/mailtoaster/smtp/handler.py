@@ -60,12 +60,16 @@ class SmtpHandler:
         pipeline: Pipeline,
         max_recipients: int,
         primary_domain: Callable[[], str | None],
+        recipient_refusal: Callable[[str], str | None] = lambda recipient: None,
     ) -> None:
+        """``recipient_refusal`` refuses a recipient before the directory is asked (the reflector's
+        redirect form naming a stranger, ``docs/reflector.md``): the reply, or None to go on."""
         self._policy_for = policy_for
         self._directory = directory
         self._pipeline = pipeline
         self._max_recipients = max_recipients
         self._primary_domain = primary_domain
+        self._recipient_refusal = recipient_refusal
         self._ignored_logged: set[tuple[int, str]] = set()
         """(rule line, variable) pairs already reported: each ignored variable is logged once."""
         self._connections: weakref.WeakKeyDictionary[Session, ConnectionState] = weakref.WeakKeyDictionary()
@@ -141,6 +145,8 @@ class SmtpHandler:
         except AddressError as error:
             return f"553 5.1.3 Recipient address rejected: {error}"
         recipient = f"{local_part}@{domain}"
+        if (refusal := self._recipient_refusal(recipient)) is not None:
+            return refusal
         local, found = self._look_up(recipient, domain)
         if local:
             if found is None:
