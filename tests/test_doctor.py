@@ -310,6 +310,8 @@ async def test_two_spf_records(dns_server: DnsTestServer, store: Path) -> None:
     assert "2 SPF records" in finding.message and "permerror" in finding.message
     assert finding.suggestions[0].data == f"v=spf1 ip4:{SERVER_IP} mx -all"
     assert finding.hint == "delete the other v=spf1 records"
+    address = one(report, "spf.ip", Severity.ERROR)  # receivers get permerror for the server too
+    assert "permerror" in address.message and address.suggestions == finding.suggestions
 
 
 async def test_plus_all_is_a_warning_with_the_fixed_record(dns_server: DnsTestServer, store: Path) -> None:

@@ -41,8 +41,16 @@ async def check_spf(ctx: CheckContext) -> list[Finding]:
         except SpfSyntaxError as exc:
             return [_syntax_error(ctx, text, exc, len(records))]
     if len(parsed) > 1:
-        return [_several(ctx, parsed)]
+        return await _several_findings(ctx, parsed)
     return await _check_record(ctx, parsed[0])
+
+
+async def _several_findings(ctx: CheckContext, parsed: list[SpfRecord]) -> list[Finding]:
+    """Several records: the merged record to publish, and each ``--ip`` as receivers see it now
+    (permerror, RFC 7208 §4.5), so the address check is never silently skipped."""
+    several = _several(ctx, parsed)
+    outcomes = await asyncio.gather(*(_authorise(ctx, ip) for ip in ctx.ips))
+    return [several, *_ip_findings(ctx, outcomes, list(several.suggestions))]
 
 
 def _missing(ctx: CheckContext, texts: list[str]) -> Finding:
