@@ -8,7 +8,9 @@ Three kinds of rule add up:
   network tests (DNS blocklists, Razor, Pyzor) to add the missing points, and the filter learns
   from the users' own Junk folders, which is the evidence that matters most.
 * **Header checks**: things legitimate mail software does not do (no Date or Message-ID, a From
-  without an address, a subject in capitals, HTML without a text alternative).
+  without an address, a subject in capitals, HTML without a text alternative), and the mailer,
+  relay and date checks of :mod:`mailtoaster.spam.rules` (a forged Outlook, a relay without reverse
+  DNS, a Date the trace contradicts, a free mail From that never passed the provider's hosts).
 * **Authentication**, when the server checked the message (a :class:`VerifyReport`): SPF fail and
   softfail, DKIM signatures that fail, DMARC fail, and mail with no authentication at all.
 
@@ -24,6 +26,7 @@ from typing import Literal
 from mailtoaster import __version__
 from mailtoaster.spam.classifier import BayesResult, Clue
 from mailtoaster.spam.mime import ParsedMessage
+from mailtoaster.spam.rules import trace_rules
 from mailtoaster.verify.report import VerifyReport
 
 DEFAULT_REQUIRED = 5.0
@@ -59,6 +62,17 @@ _RULE_LIST = (
     Rule("SUBJ_ALL_CAPS", 1.0, "Subject is all capitals"),
     Rule("MIME_HTML_ONLY", 1.0, "Message only has text/html MIME parts"),
     Rule("EMPTY_MESSAGE", 1.0, "Message has no text at all"),
+    # Mailer fingerprints, relays and dates (spam/rules.py).
+    Rule("FORGED_MUA_OUTLOOK", 2.0, "Forged mail pretending to be from MS Outlook"),
+    Rule("MSGID_OUTLOOK_INVALID", 1.5, "Message-Id is fake (in Outlook Express format)"),
+    Rule("RATWARE_MS_HASH", 1.5, "Bulk email fingerprint (msgid ms hash) found"),
+    Rule("RDNS_NONE", 1.0, "Delivered by a host with no rDNS"),
+    Rule("INVALID_DATE", 2.0, "Invalid Date: header (not RFC 5322)"),
+    Rule("DATE_IN_FUTURE_03_XX", 2.0, "Date: is 3 hours or more after the newest Received: date"),
+    Rule("DATE_IN_PAST_96_XX", 1.0, "Date: is 96 hours or more before the earliest Received: date"),
+    Rule("FORGED_FREEMAIL_RCVD", 2.0, "From: a large free mail provider, but no Received: from its hosts"),
+    Rule("FREEMAIL_NO_RDNS", 1.5, "From: a large free mail provider, delivered by a host with no rDNS"),
+    Rule("XPRIO_HIGH", 2.0, "X-Priority: 1 or 2"),
     # Authentication (only with a verification report).
     Rule("SPF_FAIL", 0.9, "SPF: sender does not match SPF record (fail)"),
     Rule("SPF_SOFTFAIL", 0.7, "SPF: sender does not match SPF record (softfail)"),
@@ -155,6 +169,7 @@ def header_rules(message: ParsedMessage) -> list[str]:
         hits.append("MIME_HTML_ONLY")
     if not any(part.payload.strip() for part in message.parts):
         hits.append("EMPTY_MESSAGE")
+    hits.extend(trace_rules(message.headers))
     return hits
 
 

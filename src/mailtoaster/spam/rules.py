@@ -1,0 +1,306 @@
+"""Header rules that read what a mailer and the relays wrote: forged Outlook fingerprints, relays without
+reverse DNS, dates that disagree with the trace.
+
+Each is a rule SpamAssassin has (same name, same idea), written again here from its description in
+SpamAssassin's rule files, with only what this server can know: no trusted-network configuration, no
+DNS. They read the parsed header fields only (:class:`~mailtoaster.spam.mime.ParsedMessage.headers`)
+and never raise; a field that is missing or unreadable makes its rule not hit.
+
+Every rule runs on live mail. There the newest (topmost) ``Received`` field is the one this server
+wrote when it accepted the message: it holds the time of arrival and the client that connected, the
+first external relay. The Date is compared with it for a Date in the future (a sender's clock cannot
+be hours ahead of the moment the message arrived), and with the *earliest* time of the trace for a
+Date in the past: mail that sat in a queue, or was fetched later from another mailbox (the corpus's
+topmost fields are such a re-delivery, days after the mail came in), arrives long after its Date
+while its first hop does not.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_tz
+
+HOUR = 3600.0
+
+# --- the fields a rule reads ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The first value of each field by lower-case name, the names as written, and every Received."""
+
+    first: dict[str, str]
+    names: frozenset[str]
+    received: list[str]
+
+    @classmethod
+    def of(cls, headers: list[tuple[str, str]]) -> Fields:
+        first: dict[str, str] = {}
+        received = []
+        for name, value in headers:
+            lower = name.lower()
+            first.setdefault(lower, value)
+            if lower == "received":
+                received.append(value)
+        return cls(first, frozenset(name for name, _value in headers), received)
+
+    def get(self, name: str) -> str:
+        return self.first.get(name, "")
+
+
+# --- Outlook fingerprints -------------------------------------------------------------------------
+
+_OE_MAILER = re.compile(r"\bOutlook Express [456]\.")
+_OUTLOOK_MAILER = re.compile(r"^Microsoft Outlook(?: 8| CWS, Build 9|, Build 10)\.")
+_OE_MSGID_HOTMAIL = re.compile(r"^<[A-Za-z0-9-]{7}[A-Za-z0-9]{20}@hotmail\.com>$")
+_OUTLOOK_MSGID = re.compile(r"^<(?:[0-9a-f]{8}|[0-9a-f]{12})\$[0-9a-f]{8}\$[0-9a-f]{8}@\S+>$")
+_VISTA_MSGID = re.compile(r"^<[A-F0-9]{32}@\S+>$")
+_MAILING_LIST_UNSUBSCRIBE = re.compile(r"<mailto:(?:leave-\S+|\S+-unsubscribe)@\S+>$", re.IGNORECASE)
+_OUTLOOK_TIME_MSGID = re.compile(r"^<[0-9a-f]{4}([0-9a-f]{8})\$[0-9a-f]{8}\$[0-9a-f]{8}@")
+_MS_HASH_MSGID = re.compile(r"<[0-9a-f]{4,}\$[0-9a-f]{4,}\$[0-9a-f]{4,}@\S+>")
+
+
+def _message_id(fields: Fields) -> str:
+    return fields.get("message-id").strip()
+
+
+def _list_rewrote_msgid(fields: Fields) -> bool:
+    """A list manager (Lyris, ezmlm) that writes its own Message-ID: the mailer's is gone."""
+    return bool(_MAILING_LIST_UNSUBSCRIBE.search(fields.get("list-unsubscribe")))
+
+
+def forged_mua_outlook(fields: Fields) -> bool:
+    """FORGED_MUA_OUTLOOK: X-Mailer says Outlook Express 4-6 or Outlook 98-2002, but the Message-ID is
+    not the ``<hex$hex$hex@host>`` those write (nor Outlook Express's on Hotmail, nor the later
+    ``<32 hex@host>``); or X-Mailer is just ``Outlook``, which no Outlook writes."""
+    mailer = fields.get("x-mailer").strip()
+    msgid = _message_id(fields)
+    if not mailer or _VISTA_MSGID.match(msgid) or _list_rewrote_msgid(fields):
+        return False
+    if mailer == "Outlook":
+        return True
+    if _OE_MAILER.search(mailer):
+        return not (_OUTLOOK_MSGID.match(msgid) or _OE_MSGID_HOTMAIL.match(msgid))
+    if _OUTLOOK_MAILER.match(mailer):
+        return not (_OUTLOOK_MSGID.match(msgid) or msgid.startswith("<!~!"))
+    return False
+
+
+def msgid_outlook_invalid(fields: Fields) -> bool:
+    """MSGID_OUTLOOK_INVALID: an Outlook Message-ID carries the time it was made (the high half of a
+    Windows FILETIME, in its 5th-12th hex digits); spamware copies the form with another time. Hits
+    when that time is far (over 250 units, about 30 minutes) from both the Date and the newest
+    Received's time (SpamAssassin's check_outlook_message_id)."""
+    match = _OUTLOOK_TIME_MSGID.match(_message_id(fields))
+    if match is None:
+        return False
+    token = int(match.group(1), 16)
+    times = [_date_time(fields), _received_time(fields.received[0]) if fields.received else None]
+    return all(
+        when is None or abs(token - int(when * 0.0023283064365387 + 27111902.8329849)) >= 250
+        for when in times
+    )
+
+
+def ratware_ms_hash(fields: Fields) -> bool:
+    """RATWARE_MS_HASH: an Outlook-shaped Message-ID without the X-MimeOLE field Outlook writes with
+    it, and not through an Exchange server (which writes such ids too)."""
+    if not _MS_HASH_MSGID.search(_message_id(fields)):
+        return False
+    if fields.get("x-mimeole").startswith("Produced By Microsoft MimeOLE"):
+        return False
+    return not any("with Microsoft Exchange Server" in value for value in fields.received)
+
+
+# --- relays ---------------------------------------------------------------------------------------
+
+_RECEIVED_FROM = re.compile(r"\s*from\s+(.*?)\s+by\s+", re.DOTALL | re.IGNORECASE)
+_IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_NAME_WITH_IP = re.compile(r"\(\s*(?:[\w-]+\.)+[a-z][\w-]*\.?\s*\[", re.IGNORECASE)
+_UNKNOWN_CLIENT = re.compile(
+    r"\(\s*(?:unknown\s*)?\[?\d{1,3}(?:\.\d{1,3}){3}\]?\s*\)|\bunknown\s*\[", re.IGNORECASE
+)
+
+
+def _private(octets: tuple[str, ...]) -> bool:
+    first, second = int(octets[0]), int(octets[1])
+    return first in (0, 10, 127) or (first == 192 and second == 168) or (first == 172 and 16 <= second <= 31)
+
+
+def first_external_client(received: list[str]) -> str | None:
+    """The client part (between ``from`` and ``by``) of the newest Received whose client connected
+    from a public IPv4 address: the relay that handed the message to the recipient's site (on live
+    mail, the client of the Received this server wrote). None when no hop shows one."""
+    for value in received[:10]:
+        match = _RECEIVED_FROM.match(value.partition(";")[0])
+        if match is None:
+            continue
+        client = match.group(1)
+        address = _IPV4.search(client)
+        if address is None or _private(address.groups()):
+            continue
+        return client
+    return None
+
+
+_QMAIL_HELO = re.compile(r"^(\S+)\s+\(HELO\s", re.IGNORECASE)
+
+
+def rdns_none(fields: Fields) -> bool:
+    """RDNS_NONE: the first external relay had no reverse DNS name. Sendmail, Postfix and this server
+    write ``from HELO (NAME [IP])``, and without a name ``(unknown [IP])`` or ``([IP])``; qmail writes
+    ``from NAME (HELO helo) (IP)``, ``unknown`` for NAME when there is none."""
+    client = first_external_client(fields.received)
+    if client is None:
+        return False
+    qmail = _QMAIL_HELO.match(client)
+    if qmail is not None:
+        return qmail.group(1).lower() == "unknown"
+    return bool(_UNKNOWN_CLIENT.search(client)) and not _NAME_WITH_IP.search(client)
+
+
+# --- dates ----------------------------------------------------------------------------------------
+
+_INVALID_DATE = re.compile(
+    r"^\s*(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),\s)?\s*(?:[12]\d|3[01]|0?[1-9])\s+"
+    r"(?:Jan|Feb|Ma[ry]|Apr|Ju[nl]|Aug|Sep|Oct|Nov|Dec)\s+(?:19[7-9]\d|2\d{3})\s+"
+    r"(?:[01]?\d|2[0-3]):[0-5]\d(?::(?:[0-5]\d|60))?(?:\s+[AP]M)?"
+    r"(?:\s+(?:[+-]\d{4}|UT|[A-Z]{2,3}T|0000 GMT|\"GMT\"))?(?:\s*\(.*\))?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _timestamp(text: str) -> float | None:
+    try:
+        parsed = parsedate_tz(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed is None or not 1970 <= parsed[0] <= 2200:
+        return None
+    year, month, day, hour, minute, second = parsed[:6]
+    if not (
+        1 <= month <= 12 and 1 <= day <= 31 and 0 <= hour <= 24 and 0 <= minute <= 59 and 0 <= second <= 61
+    ):
+        return None
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 1, 0)) - (parsed[9] or 0))
+
+
+def _date_time(fields: Fields) -> float | None:
+    date = fields.get("date")
+    return _timestamp(date) if date else None
+
+
+def _received_time(value: str) -> float | None:
+    _head, semicolon, date = value.rpartition(";")
+    return _timestamp(date.strip()) if semicolon else None
+
+
+def invalid_date(fields: Fields) -> bool:
+    """INVALID_DATE: a Date field that is not RFC 5322's form (``[Mon, ]1 Jan 2024 00:00[:00] +0000``,
+    with the obsolete zone names)."""
+    date = fields.get("date")
+    return bool(date) and not _INVALID_DATE.match(date)
+
+
+def date_shift(fields: Fields) -> float | None:
+    """Date minus the newest Received's time, in seconds (positive: the Date is in the future of the
+    arrival); None when either is missing or unreadable."""
+    date = _date_time(fields)
+    if date is None or not fields.received:
+        return None
+    arrival = _received_time(fields.received[0])
+    return None if arrival is None else date - arrival
+
+
+def date_in_future(fields: Fields) -> bool:
+    """DATE_IN_FUTURE_03_XX: the Date is 3 hours or more after the message arrived."""
+    shift = date_shift(fields)
+    return shift is not None and shift >= 3 * HOUR
+
+
+def date_in_past(fields: Fields) -> bool:
+    """DATE_IN_PAST_96_XX: the Date is 96 hours or more before the earliest time in the trace (four
+    days before its first hop: spamware reusing an old Date, or a clock years off)."""
+    date = _date_time(fields)
+    if date is None:
+        return False
+    times = [when for when in map(_received_time, fields.received[:20]) if when is not None]
+    return bool(times) and date - min(times) <= -96 * HOUR
+
+
+# --- senders --------------------------------------------------------------------------------------
+
+_ADDRESS_DOMAIN = re.compile(r"@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+
+
+def _domain(value: str) -> str:
+    angle = value.rfind("<")
+    match = _ADDRESS_DOMAIN.search(value, max(angle, 0))
+    return match.group(1).lower().rstrip(".") if match else ""
+
+
+FREEMAIL = {
+    "hotmail.com": ("hotmail.com", "msn.com", "outlook.com"),
+    "msn.com": ("hotmail.com", "msn.com", "outlook.com"),
+    "yahoo.com": ("yahoo.com", "yahoo.net"),
+    "aol.com": ("aol.com",),
+    "excite.com": ("excite.com",),
+    "lycos.com": ("lycos.com",),
+    "juno.com": ("juno.com",),
+    "netscape.net": ("aol.com", "netscape.net", "netscape.com"),
+    "gmail.com": ("google.com", "gmail.com"),
+    "mail.com": ("mail.com",),
+    "usa.net": ("usa.net",),
+    "earthlink.net": ("earthlink.net",),
+}
+"""Large free mail providers, and the domains their own relays' names are in."""
+
+
+def freemail_from(fields: Fields) -> str:
+    domain = _domain(fields.get("from"))
+    return domain if domain in FREEMAIL else ""
+
+
+def forged_freemail_rcvd(fields: Fields) -> bool:
+    """FORGED_FREEMAIL_RCVD (SpamAssassin's FORGED_HOTMAIL_RCVD2, FORGED_YAHOO_RCVD): a From at a large
+    free mail provider, but no Received names one of the provider's hosts."""
+    domain = freemail_from(fields)
+    if not domain or not fields.received:
+        return False
+    own = FREEMAIL[domain]
+    return not any(name in value.lower() for value in fields.received for name in own)
+
+
+def freemail_no_rdns(fields: Fields) -> bool:
+    """FREEMAIL_NO_RDNS (SpamAssassin's SPOOFED_FREEMAIL_NO_RDNS): a From at a large free mail provider,
+    handed over by a relay without reverse DNS (the providers' relays all have names)."""
+    return bool(freemail_from(fields)) and rdns_none(fields)
+
+
+def xprio_high(fields: Fields) -> bool:
+    """XPRIO_HIGH: X-Priority 1 or 2 (bulk mailers mark their mail urgent; few people do)."""
+    return fields.get("x-priority").strip()[:1] in ("1", "2")
+
+
+TRACE_RULES: dict[str, Callable[[Fields], bool]] = {
+    "FORGED_MUA_OUTLOOK": forged_mua_outlook,
+    "MSGID_OUTLOOK_INVALID": msgid_outlook_invalid,
+    "RATWARE_MS_HASH": ratware_ms_hash,
+    "RDNS_NONE": rdns_none,
+    "INVALID_DATE": invalid_date,
+    "DATE_IN_FUTURE_03_XX": date_in_future,
+    "DATE_IN_PAST_96_XX": date_in_past,
+    "FORGED_FREEMAIL_RCVD": forged_freemail_rcvd,
+    "FREEMAIL_NO_RDNS": freemail_no_rdns,
+    "XPRIO_HIGH": xprio_high,
+}
+"""Every rule of this module by name, in the order they are reported."""
+
+
+def trace_rules(headers: list[tuple[str, str]]) -> list[str]:
+    """The names of the rules of this module that a message's header fields hit."""
+    fields = Fields.of(headers)
+    return [name for name, check in TRACE_RULES.items() if check(fields)]
