@@ -101,6 +101,99 @@ def test_select_assigns_uids_in_delivery_order_and_claims_new_mail(box: Maildir,
     assert [message.uid for message in other.messages] == [1, 2, 3]
 
 
+def test_appended_and_copied_messages_are_recent_for_the_first_session_told(
+    box: Maildir, store: MailStore
+) -> None:
+    deliver(box, "one")
+    store.select("INBOX")  # takes \\Recent of UID 1
+    store.append("INBOX", MESSAGE, flags=["\\Seen"])  # straight to cur/: no session claims it by a rename
+    store.append("INBOX", MESSAGE, flags=["\\Flagged"])
+    store.create("Work")
+    work_uid = store.append("Work", MESSAGE, flags=["\\Seen"]).uid
+    examined = store.select("INBOX", readonly=True)
+    assert examined.recent == {2, 3}, "EXAMINE counts them without taking them"
+    other_process = MailStore(Maildir(box.path), snapshots=None)
+    first = other_process.select("INBOX")
+    assert first.recent == {2, 3}
+    assert store.select("INBOX").recent == set(), "recent to one session only, across processes"
+    work = store.select("Work")
+    copied = work.copy([work_uid], first)
+    work.move([work_uid], first)
+    second = store.select("INBOX")
+    changes = first.sync()
+    assert second.recent == set(copied.target_uids) | {5}, "the first session told of them"
+    assert first.recent == {2, 3} and changes.recent == 2
+
+
+def test_recent_marker_follows_uidvalidity_and_restarts_from_new(box: Maildir, store: MailStore) -> None:
+    deliver(box, "one")
+    assert store.select("INBOX").recent == {1}
+    marker = box.path / "mailtoaster-recent"
+    uidvalidity, highest = marker.read_text().split()
+    assert int(highest) == 1
+    marker.write_text(f"{int(uidvalidity) + 1} 0\n")  # another UIDVALIDITY: not ours, start again
+    deliver(box, "two")
+    again = MailStore(Maildir(box.path), snapshots=None).select("INBOX")
+    assert again.recent == {2}, "without a valid marker, what waited in new/ is recent"
+    assert marker.read_text().split() == [uidvalidity, "2"]
+
+
+def test_append_gives_uids_to_waiting_delivery_first(box: Maildir, store: MailStore) -> None:
+    inbox = store.select("INBOX")
+    deliver(box, "delivered")
+    first = inbox.append(MESSAGE, flags=["\\Seen"])
+    second = inbox.append(MESSAGE)
+    assert (first.uid, second.uid) == (2, 3), "the delivered message, which arrived first, has UID 1"
+    changes = inbox.sync()
+    assert changes.added == (1, 2, 3)
+    assert subjects(inbox)[0] == "delivered"
+    assert inbox.recent == {1, 2, 3}
+    store.create("Archive")
+    deliver(box, "archived", folder="Archive")
+    copied = inbox.copy([2], store.folder("Archive"))
+    assert copied.target_uids == (2,), "COPY too: the waiting delivery took UID 1"
+    assert subjects(store.select("Archive"))[0] == "archived"
+
+
+def test_expunge_of_a_recent_message_reports_the_new_recent_count(box: Maildir, store: MailStore) -> None:
+    deliver(box, "one")
+    deliver(box, "two")
+    mine = store.select("INBOX")
+    assert mine.recent == {1, 2}
+    other = store.select("INBOX")
+    other.store([2], ["\\Deleted"])
+    other.expunge()
+    changes = mine.sync()
+    assert changes.expunged == (2,)
+    assert changes.recent == 1 and mine.recent == {1}
+    unchanged = other.sync()
+    assert unchanged.expunged == (2,) and unchanged.recent is None, "no recent message went: no RECENT"
+
+
+def test_a_view_is_compact_and_shared_with_the_snapshot(box: Maildir, store: MailStore) -> None:
+    for number in range(20):
+        deliver(box, f"m{number}")
+    first = store.select("INBOX")
+    first.store(range(1, 11), ["\\Seen"])
+    first.sync()
+    age_directories(first)
+    first.sync()
+    second = store.select("INBOX")
+    assert not hasattr(first.messages[0], "__dict__")
+    assert {id(message.flags) for message in second.messages} == {
+        id(first._flags_of("c:2,")),
+        id(first._flags_of("c:2,S")),
+    }, "one frozenset per distinct flag set"
+    assert [message.place for message in second.messages[9:11]] == ["c:2,S", "c:2,"]
+    assert second.messages[0] is first.messages[0], "messages are shared, not copied"
+    assert second._uidlist.uids is first._uidlist.uids, "the uid list is shared until one side changes it"
+    assert second.messages[0].location == "cur/" + second.messages[0].basename + ":2,S"
+    deliver(box, "more")
+    second.sync()
+    assert second._uidlist.uids is not first._uidlist.uids
+    assert len(second._uidlist.uids) == 21 and len(first._uidlist.uids) == 20
+
+
 def test_uids_and_uidvalidity_survive_a_restart(box: Maildir, store: MailStore) -> None:
     deliver(box, "one")
     deliver(box, "two")
@@ -532,7 +625,7 @@ def test_append_assigns_the_uid_at_once(box: Maildir, store: MailStore) -> None:
     with inbox.open_message(appended) as stream:
         assert stream.read() == MESSAGE.replace(b"\r\n", b"\n")
     assert re.fullmatch(r"cur/\d+\.M\d+P\d+Q\d+\.mx\.example\.com,S=\d+,W=\d+:2,Sa", appended.location)
-    assert inbox.recent == {1, 3}, "the unflagged APPEND went to new/ and was claimed; the flagged one is not"
+    assert inbox.recent == {1, 2, 3}, "recent for the first session told of them, flagged (cur/) or not"
 
 
 def test_append_to_the_selected_folder_is_recent_there(box: Maildir, store: MailStore) -> None:

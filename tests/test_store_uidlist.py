@@ -410,3 +410,37 @@ def test_uidvalidity_is_never_handed_out_twice_across_processes(tmp_path: Path) 
         worker.join(timeout=60)
     assert len(values) == 120
     assert len(set(values)) == 120
+
+
+def test_a_large_list_is_parsed_in_blocks_like_line_by_line(tmp_path: Path) -> None:
+    records = "".join(
+        f"{uid} W{uid * 7} S{uid}X :{uid}.M{uid}P1.host,S={uid}\n" if uid % 3 else f"{uid} :{uid}.name\n"
+        for uid in range(1, 20_001)
+    )
+    (tmp_path / UIDLIST_FILE).write_text(f"3 V7 N1 G{'a' * 32}\n" + records)
+    fast = UidList(tmp_path)
+    fast.refresh()
+    assert len(fast.uids) == 20_000 and fast.last_uid == 20_000 and fast.next_uid == 20_001
+    assert fast.uids["20000.M20000P1.host,S=20000"] == 20_000
+    assert fast.extension(19_999, "W") == str(19_999 * 7) and fast.extension(19_999, "S") == "19999X"
+    assert fast.extension(3, "W") is None
+    # One unusual line (a lower-case key, dropped as Dovecot does) sends the whole file line by line.
+    (tmp_path / UIDLIST_FILE).write_text(f"3 V7 N1 G{'a' * 32}\n" + records + "20001 W5 x1 :last\n")
+    slow = UidList(tmp_path)
+    slow.refresh()
+    assert slow.extensions.pop(20_001) == "W5" and slow.uids.pop("last") == 20_001
+    assert (slow.uids, slow.extensions) == (fast.uids, fast.extensions)
+
+
+def test_copies_share_their_records_until_one_changes(tmp_path: Path) -> None:
+    (tmp_path / UIDLIST_FILE).write_text(f"3 V7 N1 G{'a' * 32}\n1 W10 :one\n")
+    original = UidList(tmp_path)
+    original.refresh()
+    twin = original.copy()
+    assert twin.uids is original.uids
+    twin.set_extension(1, "W", "11")
+    assert original.extension(1, "W") == "10" and twin.extension(1, "W") == "11"
+    with open(tmp_path / UIDLIST_FILE, "a") as stream:
+        stream.write("2 :two\n")
+    original.refresh()
+    assert "two" in original.uids and "two" not in twin.uids

@@ -240,10 +240,11 @@ class SectionContent:
                 position += len(piece)
                 continue
             for start, end in _chunk_ranges(self.data, piece, chunk_size):
-                before_window = position + _raw_size(self.data, _Raw(start, end))
-                if before_window <= origin:  # counted, not converted
-                    position = before_window
-                    continue
+                if origin:
+                    before_window = position + _raw_size(self.data, _Raw(start, end))
+                    if before_window <= origin:  # counted, not converted
+                        position = before_window
+                        continue
                 chunk = to_crlf(self.data[start:end])
                 yield from _window(chunk, position, origin, stop)
                 position += len(chunk)
@@ -281,9 +282,16 @@ class FetchMessage:
 
     def __init__(self, data: MessageData, owned_map: mmap.mmap | None = None) -> None:
         self.data = data
-        self.root: MessagePart = parse_message(data)
+        self._root: MessagePart | None = None
         self._owned_map = owned_map
         self._cache: dict[str, bytes] = {}
+
+    @property
+    def root(self) -> MessagePart:
+        """The part tree, parsed on first use (``BODY[]``, ``RFC822`` and RFC822.SIZE do without)."""
+        if self._root is None:
+            self._root = parse_message(self.data)
+        return self._root
 
     # -- lifetime --
 
@@ -350,6 +358,8 @@ class FetchMessage:
         return SectionContent(self.data, pieces, size)
 
     def _pieces(self, section: Section) -> list[Piece]:
+        if not section.part and section.kind == "":
+            return [_Raw(0, len(self.data))]  # the whole message: the root part spans all the data
         part = self.root if not section.part else self.find_part(section.part)
         if part is None:
             return []

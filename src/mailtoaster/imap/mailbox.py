@@ -20,10 +20,18 @@ from typing import BinaryIO
 
 from mailtoaster.imap import fetch as fetching
 from mailtoaster.imap import response
+from mailtoaster.imap.cache import HeaderCache, decode_values, encode_values
 from mailtoaster.imap.parser import BodySection as ParsedBodySection
 from mailtoaster.imap.parser import FetchAttribute as ParsedAttribute
 from mailtoaster.imap.parser import StoreMode
-from mailtoaster.imap.search import SearchKey, SearchProgram
+from mailtoaster.imap.search import (
+    HeaderContains,
+    SearchKey,
+    SearchProgram,
+    header_contains,
+    header_field_values,
+    header_fields,
+)
 from mailtoaster.imap.sequence import SequenceSet
 from mailtoaster.store import Changes, CopyResult, Folder, MaildirError, Message, MessageGoneError
 from mailtoaster.store.folder import StoreMode as FlagChange
@@ -161,6 +169,7 @@ class SelectedMailbox:
             lines += self.flag_responses()
         if changes.added:
             lines.append(response.untagged(b"%d EXISTS" % len(folder.messages)))
+        if changes.added or changes.recent is not None:
             lines.append(response.untagged(b"%d RECENT" % len(folder.recent)))
         for uid in changes.flags_changed:
             number = folder.sequence(uid)
@@ -238,10 +247,26 @@ class SelectedMailbox:
         program = SearchProgram(
             criteria, message_count=len(messages), max_uid=messages[-1].uid if messages else 0
         )
+        fields = header_fields(criteria)
+        lookup = _HeaderLookup(self.folder, fields, messages) if fields else None
         found = []
-        for index, message in enumerate(messages):
-            if program.matches(_SearchView(self.folder, message, index + 1)):
-                found.append(message.uid if by_uid else index + 1)
+        if lookup is not None and isinstance(criteria, HeaderContains):
+            # the common search, one header field: no per-message program to run
+            name = next(iter(fields))
+            known = lookup.known(name)
+            for index, message in enumerate(messages):
+                blob = known.get(message.basename)
+                values = decode_values(blob) if blob is not None else None
+                if values is None:
+                    values = lookup.values(_SearchView(self.folder, message, index + 1, lookup), name)
+                if header_contains(criteria, values or ()):
+                    found.append(message.uid if by_uid else index + 1)
+        else:
+            for index, message in enumerate(messages):
+                if program.matches(_SearchView(self.folder, message, index + 1, lookup)):
+                    found.append(message.uid if by_uid else index + 1)
+        if lookup is not None:
+            lookup.save()
         return found
 
     # -- STORE, COPY, MOVE, EXPUNGE ------------------------------------------------------------------
@@ -337,14 +362,82 @@ def take_batch(chunks: Iterator[bytes], budget: int = BATCH_BYTES) -> bytes:
     return b"".join(batch)
 
 
+class _HeaderLookup:
+    """The header fields one SEARCH reads, from the folder's :class:`~mailtoaster.imap.cache.HeaderCache`
+    where it has them; what had to be read from the files is added to it at the end (:meth:`save`)."""
+
+    def __init__(self, folder: Folder, fields: frozenset[str], messages: Sequence[Message]) -> None:
+        self._cache = HeaderCache(folder.path)
+        self.fields = fields
+        basenames = {message.basename for message in messages}
+        self._known = {name: self._cache.load(name, basenames) for name in sorted(fields)}
+        self._new: dict[str, dict[str, bytes]] = {name: {} for name in fields}
+
+    def known(self, lower_name: str) -> dict[str, bytes]:
+        """Base name → encoded values of ``lower_name``, as far as known (:func:`decode_values`)."""
+        return self._known[lower_name]
+
+    def values(self, view: _SearchView, lower_name: str) -> list[bytes] | None:
+        """The values of ``lower_name`` for the message (None: not a field this lookup keeps, or the
+        file is gone)."""
+        known = self._known.get(lower_name)
+        if known is None:
+            return None
+        basename = view.basename
+        blob = known.get(basename)
+        if blob is not None:
+            cached = decode_values(blob)
+            if cached is not None:
+                return cached
+        header = view.read_header()
+        if header is None:
+            return None
+        wanted: list[bytes] = []
+        for name, entries in self._known.items():
+            values = header_field_values(header, name)
+            entries[basename] = self._new[name][basename] = encode_values(values)
+            if name == lower_name:
+                wanted = values
+        return wanted
+
+    def save(self) -> None:
+        for name, entries in self._new.items():
+            if entries:
+                self._cache.save(name, entries)
+
+
 class _SearchView:
     """A message as :class:`~mailtoaster.imap.search.SearchProgram` reads it; the file only when a
-    criterion needs it. A message whose file vanished reads as empty."""
+    criterion needs it (header fields from the folder's header cache when it has them). A message
+    whose file vanished reads as empty."""
 
-    def __init__(self, folder: Folder, message: Message, number: int) -> None:
+    def __init__(
+        self, folder: Folder, message: Message, number: int, lookup: _HeaderLookup | None = None
+    ) -> None:
         self._folder = folder
         self._message = message
         self._number = number
+        self._lookup = lookup
+        self._header: bytes | None = None
+
+    @property
+    def basename(self) -> str:
+        return self._message.basename
+
+    def field_values(self, lower_name: str) -> list[bytes] | None:
+        if self._lookup is None:
+            return None
+        return self._lookup.values(self, lower_name)
+
+    def read_header(self) -> bytes | None:
+        """The header section; None when the file is gone or cannot be read."""
+        if self._header is None:
+            try:
+                with self._folder.open_message(self._message) as stream:
+                    self._header = _read_header(stream)
+            except (MaildirError, OSError):
+                return None
+        return self._header
 
     @property
     def seq(self) -> int:
@@ -375,11 +468,8 @@ class _SearchView:
             return 0
 
     def header_bytes(self) -> bytes:
-        try:
-            with self._folder.open_message(self._message) as stream:
-                return _read_header(stream)
-        except (MaildirError, OSError):
-            return b""
+        header = self.read_header()
+        return b"" if header is None else header
 
     def message_bytes(self) -> bytes:
         try:

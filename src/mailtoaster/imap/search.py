@@ -35,7 +35,7 @@ import enum
 import functools
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -449,6 +449,9 @@ class MessageView(Protocol):
         """The header section (up to and including the empty line)."""
         ...
 
+    # A view may also have ``field_values(lower_name) -> list[bytes] | None``: the unfolded values of
+    # every field of that name, as a header cache keeps them (None: read them from the header).
+
     def message_bytes(self) -> bytes:
         """The whole message (LF or CRLF line endings alike)."""
         ...
@@ -520,6 +523,16 @@ def _matches_text(key: SearchKey, message: _Message) -> bool:
     raise AssertionError(f"unhandled search key {key!r}")
 
 
+def header_contains(key: HeaderContains, raw_values: Sequence[bytes]) -> bool:
+    """Whether ``key`` matches a message whose ``key.field`` fields have ``raw_values`` (unfolded, as
+    :func:`header_field_values` gives them): what :class:`SearchProgram` decides for a
+    :class:`HeaderContains` alone, without a :class:`MessageView`."""
+    if not key.text:
+        return bool(raw_values)
+    needle = _folded_needle(key.text)
+    return any(needle in fold(_prepare_value(value, key.match)) for value in raw_values)
+
+
 def _compare_dates(value: date, relation: DateRelation, day: date) -> bool:
     if relation is DateRelation.BEFORE:
         return value < day
@@ -542,6 +555,24 @@ def _cost(key: SearchKey) -> int:
         case Or(left, right):
             return max(_cost(left), _cost(right))
     return 0
+
+
+def header_fields(key: SearchKey) -> frozenset[str]:
+    """The header fields (lower case) the criteria read, for a cache to supply (see
+    :meth:`_Message.raw_values`); only names :func:`is_simple_field_name` accepts."""
+    match key:
+        case HeaderContains(field=name):
+            lower = name.lower()
+            return frozenset({lower}) if is_simple_field_name(lower) else frozenset()
+        case SentDate():
+            return frozenset({"date"})
+        case Not(inner):
+            return header_fields(inner)
+        case And(keys):
+            return frozenset().union(*(header_fields(inner) for inner in keys))
+        case Or(left, right):
+            return header_fields(left) | header_fields(right)
+    return frozenset()
 
 
 def _cheap_first(key: SearchKey) -> SearchKey:
@@ -593,6 +624,8 @@ class _Message:
         self.view = view
         self._flags: frozenset[str] | None = None
         self._header: list[_HeaderLine] | None = None
+        self._header_data: bytes | None = None
+        self._field_source: Callable[[str], list[bytes] | None] | None = getattr(view, "field_values", None)
         self._values: dict[tuple[str, HeaderMatch], list[str]] = {}
         self._parts: list[_PartText] | None = None
 
@@ -603,22 +636,38 @@ class _Message:
 
     def header(self) -> list[_HeaderLine]:
         if self._header is None:
-            self._header = _parse_header_block(self.view.header_bytes(), 0, _NO_BOUNDARIES)[0]
+            self._header = _parse_header_block(self.header_data(), 0, _NO_BOUNDARIES)[0]
         return self._header
+
+    def header_data(self) -> bytes:
+        if self._header_data is None:
+            self._header_data = self.view.header_bytes()
+        return self._header_data
+
+    def raw_values(self, lower_name: str) -> list[bytes]:
+        """The unfolded values of every field named ``lower_name`` (lower case), in header order: from
+        the view's :meth:`FieldSource.field_values` when it has them, else from the header bytes."""
+        source = self._field_source
+        if source is not None:
+            found = source(lower_name)
+            if found is not None:
+                return found
+        if self._header is None and is_simple_field_name(lower_name):
+            return header_field_values(self.header_data(), lower_name)
+        return [line.value for line in self.header() if line.lower_name == lower_name]
 
     def header_values(self, field_name: str, kind: HeaderMatch) -> list[str]:
         """The folded values of every ``field_name`` field, prepared for ``kind``."""
         cache_key = (field_name.lower(), kind)
         values = self._values.get(cache_key)
         if values is None:
-            raw = [line.value for line in self.header() if line.lower_name == cache_key[0]]
-            values = [fold(_prepare_value(value, kind)) for value in raw]
+            values = [fold(_prepare_value(value, kind)) for value in self.raw_values(cache_key[0])]
             self._values[cache_key] = values
         return values
 
     @functools.cached_property
     def sent_date(self) -> date:
-        dates = [line.value for line in self.header() if line.lower_name == "date"]
+        dates = self.raw_values("date")
         parsed = parse_date_header(dates[0]) if dates else None
         return parsed or _EPOCH
 
@@ -670,6 +719,52 @@ def _render_header(lines: Sequence[_HeaderLine], complete: bool) -> str:
 
 
 # -- header section ----------------------------------------------------------------------------------
+
+
+_SIMPLE_FIELD_NAME = re.compile(r"[!-9;-~]+")
+_HEADER_END = re.compile(rb"\n\r?(?:\n|\Z)")
+_FIELD_START = re.compile(rb"\n(?![ \t])")
+
+
+def is_simple_field_name(lower_name: str) -> bool:
+    """Whether :func:`header_field_values` can look for ``lower_name``: printable ASCII without
+    colon or space, in lower case."""
+    return bool(_SIMPLE_FIELD_NAME.fullmatch(lower_name)) and lower_name == lower_name.lower()
+
+
+def header_field_values(data: bytes, lower_name: str) -> list[bytes]:
+    """The values of every field named ``lower_name`` in the header block at the start of ``data``,
+    exactly as :func:`_parse_header_block` reads them (unfolded, in order), without cutting up the
+    other fields: only lines that start with the name (in any case) are looked at. ``lower_name``
+    must pass :func:`is_simple_field_name`."""
+    name = lower_name.encode("ascii")
+    if data.startswith((b"\n", b"\r\n")) or data == b"\r":
+        return []
+    found_end = _HEADER_END.search(data)
+    end = len(data) if found_end is None else found_end.start() + 1
+    block = data[:end]
+    lowered = block.lower()
+    values: list[bytes] = []
+    start = 0 if lowered.startswith(name) else _line_starting(lowered, name, 0)
+    while 0 <= start < end:
+        following = _FIELD_START.search(block, start)
+        stop = end if following is None else following.start() + 1
+        lines = block[start:stop].split(b"\n")
+        if len(lines) > 1 and not lines[-1]:
+            lines.pop()
+        lines = [line.removesuffix(b"\r") for line in lines]
+        unfolded = lines[0] + b"".join(b" " + line[1:] if line[:1] == b"\t" else line for line in lines[1:])
+        field_line = _split_field(unfolded)
+        if field_line.lower_name == lower_name:
+            values.append(field_line.value)
+        start = _line_starting(lowered, name, stop - 1)
+    return values
+
+
+def _line_starting(lowered: bytes, name: bytes, start: int) -> int:
+    """Where the next line that starts with ``name`` starts, from ``start`` on (-1: none)."""
+    found = lowered.find(b"\n" + name, start)
+    return -1 if found < 0 else found + 1
 
 
 # Not bodystructure.HeaderField: SEARCH unfolds otherwise (CRLF dropped, tab as space, one blank kept).

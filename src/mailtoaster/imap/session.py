@@ -50,6 +50,7 @@ from mailtoaster.imap.learning import (
     label_for_keywords,
     label_for_transfer,
 )
+from mailtoaster.imap.logins import LoginChecks
 from mailtoaster.imap.mailbox import FetchOutcome, SelectedMailbox, fetch_items, take_batch
 from mailtoaster.imap.reader import (
     ClientGone,
@@ -166,6 +167,8 @@ class SessionServices:
     tls: ssl.SSLContext | None = None
     """Offered with STARTTLS (None: no STARTTLS)."""
     learner: JunkLearner | None = None
+    logins: LoginChecks = field(default_factory=LoginChecks)
+    """Password checks, limited and cached for all sessions (:mod:`.logins`)."""
 
     def store_for(self, user: User) -> MailStore:
         return MailStore(Maildir(user.maildir, hostname=self.settings.hostname))
@@ -623,7 +626,7 @@ class ImapSession:
         accounts = self._services.accounts
         user = None
         try:
-            verified = bool(login and password) and await asyncio.to_thread(
+            verified = bool(login and password) and await self._services.logins.verify(
                 accounts.verify_password, login, password
             )
             if verified:

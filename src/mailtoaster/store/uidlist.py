@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import operator
 import os
 import random
 import re
@@ -58,8 +59,10 @@ FILE_MODE = 0o600
 _UIDVALIDITY_ATTEMPTS = 10
 _OVERRIDE_PAUSE_SECONDS = (0.1, 0.2)
 _HEX8 = re.compile(r"[0-9a-fA-F]{1,8}")
-_V3_RECORD = re.compile(r"^(\d+)((?: [A-Z][^ \n]*)*) :([^\n/]+)$", re.MULTILINE)
-"""``<uid>[ <key><value>...] :<basename>``, as Dovecot writes it (single spaces, capital keys, no ``/``)."""
+_V3_EXTENSIONS = re.compile(r"(?:[A-Z][^ \n]*(?: [A-Z][^ \n]*)*)?(?:\n(?:[A-Z][^ \n]*(?: [A-Z][^ \n]*)*)?)*")
+"""Lines of ``<key><value>`` fields as Dovecot writes them (single spaces, capital keys), or empty lines."""
+_RECORDS_PER_WRITE = 4096
+_PARSE_BLOCK = 256 * 1024
 
 log = logging.getLogger("mailtoaster.store")
 
@@ -264,6 +267,8 @@ class UidList:
         self.extensions: dict[int, str] = {}
         """UID → the record's extension fields as written (``"W1234 S1200"``), for records that have any."""
         self.last_uid = 0
+        self._shared = False
+        """``uids`` and ``extensions`` are shared with a copy: copy them before changing them."""
         self._identity: tuple[int, int] | None = None
         self._size = 0
         self._mtime_ns = 0
@@ -274,11 +279,19 @@ class UidList:
         return self._identity is not None
 
     def copy(self) -> UidList:
-        """An independent copy of this view (for a session starting from another session's view)."""
+        """An independent copy of this view (for a session starting from another session's view). The
+        two share their dictionaries until either changes them (copy on write): a folder of 50,000
+        messages then holds one ``uids`` dictionary, not one per session and snapshot."""
         twin = copy.copy(self)
-        twin.uids = dict(self.uids)
-        twin.extensions = dict(self.extensions)
+        self._shared = twin._shared = True
         return twin
+
+    def _own(self) -> None:
+        """Make ``uids`` and ``extensions`` this view's own before changing them."""
+        if self._shared:
+            self.uids = dict(self.uids)
+            self.extensions = dict(self.extensions)
+            self._shared = False
 
     @property
     def current(self) -> bool:
@@ -330,14 +343,18 @@ class UidList:
             data = _read_all(fd)
         finally:
             os.close(fd)
+        previous = self.uids
         if from_offset == 0:
             self._clear()
+        else:
+            self._own()
+            previous = {}
         self._identity = identity
         self._size = from_offset + len(data)
         self._mtime_ns = status.st_mtime_ns
-        self._parse(data, from_offset)
+        self._parse(data, from_offset, previous)
 
-    def _parse(self, data: bytes, offset: int) -> None:
+    def _parse(self, data: bytes, offset: int, previous: dict[str, int] | None = None) -> None:
         """Parse the complete lines of ``data`` (read at ``offset``); a partial last line waits for its
         end (a writer may be appending right now)."""
         complete = data.rfind(b"\n") + 1
@@ -350,29 +367,41 @@ class UidList:
             self._parse_header(text[:end])
             text = text[end + 1 :]
             first_line = 2
-        if not (self.version == UIDLIST_VERSION and self._add_all_v3(text)):
+        if not (self.version == UIDLIST_VERSION and self._add_all_v3(text, previous or {})):
             self._add_each(text, first_line)
         self._offset = offset + complete
         self.next_uid = max(self.next_uid, self.last_uid + 1)
 
-    def _add_all_v3(self, text: str) -> bool:
-        """The fast path for well-formed version 3 records (one regular expression over all of them);
-        False, having changed nothing, for anything unusual: :meth:`_add_each` then judges line by line."""
-        records = _V3_RECORD.findall(text)
-        if len(records) != text.count("\n"):
-            return False
-        uids = [int(uid) for uid, _, _ in records]
+    def _add_all_v3(self, text: str, previous: dict[str, int]) -> bool:
+        """The fast path for well-formed version 3 records: bulk string operations, no per-line Python
+        code, a block of about 256 KB at a time (so that what is made on the way stays small next to the
+        result); False, having changed nothing, for anything unusual (:meth:`_add_each` then judges line
+        by line). Basenames already known from ``previous`` (the list read before a rewrite) keep their
+        string objects, so the views sharing them hold one copy."""
+        names: list[str] = []
+        uids: list[int] = []
+        extensions: list[tuple[int, str]] = []
+        known = dict(zip(previous, previous, strict=True)) if previous else None
+        start = 0
+        while start < len(text):
+            end = text.find("\n", start + _PARSE_BLOCK) + 1 or len(text)
+            block = _parse_v3_block(text[start:end])
+            if block is None:
+                return False
+            block_names, block_uids, block_extensions = block
+            names += block_names if known is None else map(known.get, block_names, block_names)
+            uids += block_uids
+            extensions += block_extensions
+            start = end
         if not uids:
             return True
-        if uids[0] <= self.last_uid or uids[-1] > MAX_UID or any(a >= b for a, b in itertools.pairwise(uids)):
+        if uids[0] <= self.last_uid or uids[-1] > MAX_UID or not all(map(operator.lt, uids, uids[1:])):
             return False
-        added = dict(zip((name for _, _, name in records), uids, strict=True))
+        added = dict(zip(names, uids, strict=True))
         if len(added) != len(uids) or (self.uids and not added.keys().isdisjoint(self.uids)):
             return False  # a file listed twice
         self.uids.update(added)
-        self.extensions.update(
-            (uid, extensions[1:]) for (_, extensions, _), uid in zip(records, uids, strict=True) if extensions
-        )
+        self.extensions.update(extensions)
         self.last_uid = uids[-1]
         return True
 
@@ -437,6 +466,7 @@ class UidList:
         self._add(uid_text, "", basename.partition(":")[0])
 
     def _add(self, uid_text: str, extensions: str, basename: str) -> None:
+        self._own()
         if not _is_number(uid_text):
             raise ValueError(f"invalid UID {uid_text!r}")
         uid = int(uid_text)
@@ -465,6 +495,7 @@ class UidList:
 
     def set_extension(self, uid: int, key: str, value: str) -> None:
         """Set extension ``key`` of ``uid``'s record in memory (a :meth:`rewrite` stores it)."""
+        self._own()
         fields = [field for field in self.extensions.get(uid, "").split(" ") if field and field[0] != key]
         fields.append(f"{key}{value}")
         self.extensions[uid] = " ".join(fields)
@@ -511,6 +542,7 @@ class UidList:
         """Write the whole list anew (version 3; records whose basename is not in ``keep`` are dropped):
         ``dovecot-uidlist.tmp``, fsync, rename, fsync of the directory. The lock must be held."""
         if keep is not None:
+            self._own()
             dropped = [basename for basename in self.uids if basename not in keep]
             for basename in dropped:
                 self.extensions.pop(self.uids.pop(basename), None)
@@ -520,13 +552,18 @@ class UidList:
         if self.header_extras:
             header += " " + self.header_extras
         extensions = self.extensions
-        lines = [header + "\n"]
-        lines.extend(format_record(uid, extensions.get(uid, ""), name) for name, uid in self.uids.items())
+        records = iter(self.uids.items())
         temporary = self.directory / UIDLIST_TEMPORARY
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
             try:
-                write_all(fd, "".join(lines).encode("utf-8", errors="surrogateescape"))
+                write_all(fd, (header + "\n").encode("utf-8", errors="surrogateescape"))
+                # A few thousand records at a time: the whole text of 50,000 would be several MB at once.
+                while chunk := [
+                    format_record(uid, extensions.get(uid, ""), name)
+                    for name, uid in itertools.islice(records, _RECORDS_PER_WRITE)
+                ]:
+                    write_all(fd, "".join(chunk).encode("utf-8", errors="surrogateescape"))
                 os.fsync(fd)
                 status = os.fstat(fd)
             finally:
@@ -541,6 +578,7 @@ class UidList:
         self._mtime_ns = status.st_mtime_ns
 
     def _remember(self, records: Iterable[tuple[int, str, str]]) -> None:
+        self._own()
         for uid, extensions, basename in records:
             previous = self.uids.pop(basename, None)
             if previous is not None:
@@ -550,6 +588,38 @@ class UidList:
                 self.extensions[uid] = extensions
             self.last_uid = uid
         self.next_uid = max(self.next_uid, self.last_uid + 1)
+
+
+def _parse_v3_block(text: str) -> tuple[list[str], list[int], list[tuple[int, str]]] | None:
+    """Basenames, UIDs and ``(uid, extensions)`` of complete, well-formed version 3 record lines; None if
+    any line is unusual. Bulk operations only: every line holds exactly one `` :`` (a basename has no
+    ``:``, an extension field starts with a capital letter), so replacing it by a line feed and splitting
+    gives head, basename, head, basename..."""
+    count = text.count("\n")
+    if text.count(" :") != count or "/" in text:
+        return None
+    parts = text.replace(" :", "\n").split("\n")
+    if len(parts) != 2 * count + 1:
+        return None
+    parts.pop()
+    heads, names = parts[0::2], parts[1::2]
+    del parts
+    if "" in names:
+        return None
+    extensions: list[tuple[int, str]] = []
+    if " " in "".join(heads):
+        uid_texts, _, fields = zip(*map(str.partition, heads, itertools.repeat(" ")), strict=True)
+        if not _V3_EXTENSIONS.fullmatch("\n".join(fields)):
+            return None
+    else:
+        uid_texts, fields = tuple(heads), ()
+    digits = "".join(uid_texts)
+    if "" in uid_texts or not (digits.isascii() and digits.isdigit()):
+        return None
+    uids = list(map(int, uid_texts))
+    if fields:
+        extensions = list(filter(operator.itemgetter(1), zip(uids, fields, strict=True)))
+    return names, uids, extensions
 
 
 def format_record(uid: int, extensions: str, basename: str) -> str:
