@@ -19,7 +19,9 @@ The servers run one after the other, never together. For each, over loopback as 
 * **SELECT cold**: the first SELECT INBOX after the server started (it reads the directory, assigns
   UIDs, writes ``dovecot-uidlist``, Dovecot also its index);
 * then ``--rounds`` rounds, each in a new connection: **LOGIN** (both check an argon2id hash with
-  argon2-cffi's default parameters, 64 MiB, as mailtoaster's directory stores it), **SELECT warm**,
+  argon2-cffi's default parameters, 64 MiB, as mailtoaster's directory stores it; mailtoaster then
+  remembers a verified login for 60 s, as Dovecot's auth_cache can, so its rounds after the cold
+  connection's login time the remembered check), **SELECT warm**,
   ``UID FETCH 1:* (FLAGS RFC822.SIZE)``, ``FETCH`` of 1,000 whole messages (``BODY.PEEK[]`` of the
   newest 1,000) and ``UID SEARCH HEADER Subject "mortgage"`` (in about 1% of the messages). Each is
   shown twice: its first time (``round 1``: the warm SELECT is then the second SELECT since the
