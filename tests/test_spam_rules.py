@@ -4,22 +4,32 @@ SpamAssassin's rule of the same name would, and not on what legitimate mail soft
 from __future__ import annotations
 
 import calendar
+import time
 
 import pytest
 
 from mailtoaster.spam.classifier import BayesResult
 from mailtoaster.spam.mime import parse_message
 from mailtoaster.spam.rules import (
+    BODY_RULES,
     TRACE_RULES,
+    Body,
     Fields,
+    body_rules,
+    cte_8bit_mismatch,
     date_in_future,
     date_in_past,
+    dear_something,
     first_external_client,
     forged_freemail_rcvd,
     forged_mua_outlook,
     freemail_no_rdns,
+    freemail_replyto,
     invalid_date,
+    many_blank_lines,
+    mime_qp_long_line,
     msgid_outlook_invalid,
+    normal_http_to_ip,
     ratware_ms_hash,
     rdns_none,
     trace_rules,
@@ -187,6 +197,15 @@ def test_freemail_no_rdns() -> None:
     assert not freemail_no_rdns(fields(("From", "jo@example.com"), received(NO_RDNS_HOP)))
 
 
+def test_freemail_replyto() -> None:
+    assert freemail_replyto(fields(("From", "Anna <x@abptrade.com.br>"), ("Reply-To", "<letmego@bk.ru>")))
+    assert freemail_replyto(fields(("From", "shop@example.com"), ("Reply-To", "deals@yahoo.com")))
+    # Replies to the sender's own free mail address, or to a company's own domain, are ordinary.
+    assert not freemail_replyto(fields(("From", "jo@hotmail.com"), ("Reply-To", "jo.smith@hotmail.com")))
+    assert not freemail_replyto(fields(("From", "a@example.com"), ("Reply-To", "list@lists.example.org")))
+    assert not freemail_replyto(fields(("From", "a@example.com")))
+
+
 def test_xprio_high() -> None:
     assert xprio_high(fields(("X-Priority", "1 (Highest)")))
     assert xprio_high(fields(("X-Priority", "2")))
@@ -197,8 +216,82 @@ def test_xprio_high() -> None:
 # --- in the scoring ---------------------------------------------------------------------------------
 
 
+def body(text: bytes, content_type: str = "text/plain", encoding: str = "") -> Body:
+    head = f"From: a@example.com\nContent-Type: {content_type}\n"
+    if encoding:
+        head += f"Content-Transfer-Encoding: {encoding}\n"
+    return Body.of(parse_message(head.encode() + b"\n" + text))
+
+
+def test_mime_qp_long_line() -> None:
+    assert mime_qp_long_line(body(b"x" * 77 + b"\n", encoding="quoted-printable"))
+    assert not mime_qp_long_line(
+        body(b"x" * 75 + b"=\r\n" + b"y" * 76 + b"\r\n", encoding="quoted-printable")
+    )
+    assert not mime_qp_long_line(body(b"x" * 200 + b"\n"))  # not quoted-printable: no such limit
+
+
+def test_cte_8bit_mismatch() -> None:
+    assert cte_8bit_mismatch(body("caf\u00e9\n".encode("latin-1")))
+    assert cte_8bit_mismatch(body("caf\u00e9\n".encode(), encoding="7bit"))
+    assert not cte_8bit_mismatch(body("caf\u00e9\n".encode(), encoding="8bit"))
+    assert not cte_8bit_mismatch(body(b"plain ascii\n"))
+    assert not cte_8bit_mismatch(body("<p>caf\u00e9</p>".encode(), "text/html"))
+
+
+def test_dear_something() -> None:
+    assert dear_something(body(b"Dear Friend,\n\nI am a banker in Lagos.\n"))
+    assert dear_something(body(b"DEAR SIR/MADAM,\n"))
+    assert dear_something(body(b"<p>Dear <b>Investor</b>,</p>", "text/html"))  # the text, not the tags
+    assert dear_something(body(b"<p>Dear Homeowner,</p>", "text/html"))
+    assert not dear_something(body(b"Dear Alice,\n\nsee you tomorrow.\n"))
+    assert not dear_something(body(b"my dearest friend\n"))
+
+
+def test_many_blank_lines() -> None:
+    assert many_blank_lines(body(b"Hallo\n" + b"\n" * 30 + b"reply to be removed\n"))
+    assert many_blank_lines(body(b"Hallo\r\n" + b" \t\r\n" * 25 + b"x\r\n"))
+    assert not many_blank_lines(body(b"Hallo\n" + b"\n" * 20 + b"x\n"))
+    assert not many_blank_lines(body(b"<p>" + b"\n" * 40 + b"</p>", "text/html"))  # HTML ignores them
+
+
+def test_normal_http_to_ip() -> None:
+    assert normal_http_to_ip(body(b"go to http://203.0.113.5/offer.html now\n"))
+    assert normal_http_to_ip(body(b'<a href="HTTP://user@198.51.100.7:8080/x">win</a>', "text/html"))
+    assert not normal_http_to_ip(body(b"http://192.168.1.10/admin and http://10.0.0.1/\n"))
+    assert not normal_http_to_ip(body(b"http://www.example.com/ and version 1.2.3.4\n"))
+    assert not normal_http_to_ip(body(b"http://1.2.3.4.example.com/\n"))
+
+
+def test_body_rules_of_a_message() -> None:
+    spam = (
+        b"From: Anna <x@example.com.br>\nReply-To: letmego@bk.ru\nSubject: hi\n"
+        b"MIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=b\n\n"
+        b"--b\nContent-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n"
+        + b"Dear Friend, " * 10
+        + b"\n--b\nContent-Type: text/html\n\n<a href=http://203.0.113.5/>here</a>\n--b--\n"
+    )
+    assert body_rules(parse_message(spam)) == ["MIME_QP_LONG_LINE", "DEAR_SOMETHING", "NORMAL_HTTP_TO_IP"]
+    assert "FREEMAIL_REPLYTO" in header_rules(parse_message(spam))
+    assert body_rules(parse_message(HONEST)) == []
+    assert body_rules(parse_message(b"")) == []
+
+
+def test_body_rules_are_bounded_on_hostile_input() -> None:
+    hostile = (
+        b"Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n"
+        + b" " * 300_000
+        + b"http://" * 20_000
+        + b"\n \n" * 50_000
+    )
+    started = time.perf_counter()
+    body_rules(parse_message(hostile))
+    body_rules(parse_message(b"Content-Type: text/html\n\n" + b"<a href=http://1." * 30_000))
+    assert time.perf_counter() - started < 2.0
+
+
 def test_every_rule_has_points() -> None:
-    for name in TRACE_RULES:
+    for name in [*TRACE_RULES, *BODY_RULES]:
         assert name in RULES
         assert 0 < RULES[name].points <= 2.0  # none decides alone, even with BAYES_50
 
@@ -251,3 +344,4 @@ def test_garbage_never_raises() -> None:
         b"Message-ID: <0000zzzzzzzz$0$0@x>\nX-Priority:\nFrom: @hotmail.com\n\n",
     ):
         trace_rules(parse_message(data).headers)
+        body_rules(parse_message(data))

@@ -13,6 +13,12 @@ be hours ahead of the moment the message arrived), and with the *earliest* time 
 Date in the past: mail that sat in a queue, or was fetched later from another mailbox (the corpus's
 topmost fields are such a re-delivery, days after the mail came in), arrives long after its Date
 while its first hop does not.
+
+The body rules (:data:`BODY_RULES`) read the leaf parts of the parsed message: a quoted-printable line
+longer than the standard allows, 8-bit text declared 7-bit, a "Dear Sir"-style salutation, a run of
+blank lines that pushes the rest of the message out of sight, and links to a bare IP address. Each
+reads at most :data:`MAX_RULE_TEXT` characters (or octets) of at most :data:`MAX_RULE_PARTS` parts,
+with patterns that run in linear time, so hostile input costs bounded time.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_tz
+
+from mailtoaster.spam.mime import ParsedMessage, Part, part_text
+from mailtoaster.spam.tokenize import _html_text, registered_domain
 
 HOUR = 3600.0
 
@@ -280,6 +289,29 @@ def freemail_no_rdns(fields: Fields) -> bool:
     return bool(freemail_from(fields)) and rdns_none(fields)
 
 
+FREEMAIL_REPLY = frozenset(
+    {
+        *FREEMAIL,
+        *("hotmail.co.uk", "yahoo.co.uk", "aol.co.uk", "lycos.co.uk", "excite.co.uk", "netscape.com"),
+        *("mail.ru", "bk.ru", "yandex.ru", "gmx.net", "gmx.de", "web.de", "163.com", "sina.com"),
+        *("rediffmail.com", "walla.com", "email.com", "latinmail.com", "caramail.com", "eudoramail.com"),
+        *("terra.es", "tiscali.it", "libero.it", "virgilio.it", "wanadoo.fr", "compuserve.com"),
+        *("att.net", "prodigy.net", "mindspring.com", "ureach.com", "fastmail.fm", "postmark.net"),
+    }
+)
+"""Free mail providers anyone can take an address at, for the Reply-To rule."""
+
+
+def freemail_replyto(fields: Fields) -> bool:
+    """FREEMAIL_REPLYTO: replies go to an address at a free mail provider, in another domain than the
+    From: spam sent from anywhere collects its answers at a mailbox it can keep."""
+    reply = _domain(fields.get("reply-to"))
+    if reply not in FREEMAIL_REPLY:
+        return False
+    sender = _domain(fields.get("from"))
+    return not sender or registered_domain(sender) != registered_domain(reply)
+
+
 def xprio_high(fields: Fields) -> bool:
     """XPRIO_HIGH: X-Priority 1 or 2 (bulk mailers mark their mail urgent; few people do)."""
     return fields.get("x-priority").strip()[:1] in ("1", "2")
@@ -295,6 +327,7 @@ TRACE_RULES: dict[str, Callable[[Fields], bool]] = {
     "DATE_IN_PAST_96_XX": date_in_past,
     "FORGED_FREEMAIL_RCVD": forged_freemail_rcvd,
     "FREEMAIL_NO_RDNS": freemail_no_rdns,
+    "FREEMAIL_REPLYTO": freemail_replyto,
     "XPRIO_HIGH": xprio_high,
 }
 """Every rule of this module by name, in the order they are reported."""
@@ -304,3 +337,126 @@ def trace_rules(headers: list[tuple[str, str]]) -> list[str]:
     """The names of the rules of this module that a message's header fields hit."""
     fields = Fields.of(headers)
     return [name for name, check in TRACE_RULES.items() if check(fields)]
+
+
+# --- body -----------------------------------------------------------------------------------------
+
+MAX_RULE_PARTS = 16
+"""Leaf parts the body rules look at."""
+MAX_RULE_TEXT = 100_000
+"""Characters (octets for the raw rules) of each part the body rules read."""
+
+
+@dataclass(frozen=True)
+class Body:
+    """What the body rules read: the leaf parts (at most :data:`MAX_RULE_PARTS`), the decoded
+    text/plain and text/html parts and the text of the HTML, each cut at :data:`MAX_RULE_TEXT`."""
+
+    message: ParsedMessage
+    plain: list[str]
+    html: list[str]
+    html_text: list[str]
+
+    @classmethod
+    def of(cls, message: ParsedMessage) -> Body:
+        plain: list[str] = []
+        markup: list[str] = []
+        for part in message.parts[:MAX_RULE_PARTS]:
+            if part.content_type == "text/plain":
+                plain.append(part_text(part)[:MAX_RULE_TEXT])
+            elif part.content_type == "text/html":
+                markup.append(part_text(part)[:MAX_RULE_TEXT])
+        return cls(message, plain, markup, [_html_text(text, [])[:MAX_RULE_TEXT] for text in markup])
+
+    @property
+    def parts(self) -> list[Part]:
+        return self.message.parts[:MAX_RULE_PARTS]
+
+
+def mime_qp_long_line(body: Body) -> bool:
+    """MIME_QP_LONG_LINE: a quoted-printable part with a line over 76 characters, which the encoding
+    forbids (RFC 2045): bulk mailers that write the field and not the encoding."""
+    for part in body.parts:
+        if part.encoding != "quoted-printable":
+            continue
+        for line in part.payload[:MAX_RULE_TEXT].split(b"\n"):
+            if len(line) > 77 or (len(line) == 77 and not line.endswith(b"\r")):
+                return True
+    return False
+
+
+_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+
+
+def cte_8bit_mismatch(body: Body) -> bool:
+    """CTE_8BIT_MISMATCH: a text/plain part that declares no transfer encoding, or 7bit, and has
+    8-bit octets."""
+    return any(
+        part.content_type == "text/plain"
+        and part.encoding in ("", "7bit")
+        and _EIGHT_BIT.search(part.payload, 0, MAX_RULE_TEXT) is not None
+        for part in body.parts
+    )
+
+
+_DEAR = re.compile(
+    r"\bDear (?:IT\W|Internet|candidate|sirs?|madam|investor|travell?er|car shopper|web|friends?|"
+    r"homeowner|valued|member|customer|user|subscriber|account)\b",
+    re.IGNORECASE,
+)
+
+
+def dear_something(body: Body) -> bool:
+    """DEAR_SOMETHING: a salutation to nobody in particular ("Dear Friend", "Dear Sir/Madam",
+    "Dear Investor"): SpamAssassin's DEAR_SOMETHING and DEAR_FRIEND, and a few more of the kind."""
+    return any(_DEAR.search(text) for text in (*body.plain, *body.html_text))
+
+
+BLANK_RUN = 25
+"""Blank lines in a row that MANY_BLANK_LINES hits at."""
+
+
+def many_blank_lines(body: Body) -> bool:
+    """MANY_BLANK_LINES: a text/plain part with 25 or more blank lines in a row, which pushes what
+    follows (the opt-out line, the real content) below the first screen."""
+    for text in body.plain:
+        run = 0
+        for line in text.splitlines():
+            if line.strip():
+                run = 0
+                continue
+            run += 1
+            if run >= BLANK_RUN:
+                return True
+    return False
+
+
+_HTTP_TO_IP = re.compile(
+    r"https?://(?:[^\s/@\"'<>]{0,100}@)?(\d{1,3})\.(\d{1,3})\.\d{1,3}\.\d{1,3}(?![\w.-])", re.IGNORECASE
+)
+
+
+def normal_http_to_ip(body: Body) -> bool:
+    """NORMAL_HTTP_TO_IP: a link to a public dotted IPv4 address instead of a host name (a server
+    that has none, or hides it), in the text or the HTML of the message."""
+    for text in (*body.plain, *body.html):
+        for match in _HTTP_TO_IP.finditer(text):
+            if not _private(match.groups()):
+                return True
+    return False
+
+
+BODY_RULES: dict[str, Callable[[Body], bool]] = {
+    "MIME_QP_LONG_LINE": mime_qp_long_line,
+    "CTE_8BIT_MISMATCH": cte_8bit_mismatch,
+    "DEAR_SOMETHING": dear_something,
+    "MANY_BLANK_LINES": many_blank_lines,
+    "NORMAL_HTTP_TO_IP": normal_http_to_ip,
+}
+"""The body rules by name, in the order they are reported."""
+
+
+def body_rules(message: ParsedMessage) -> list[str]:
+    """The names of the body rules a message hits."""
+    body = Body.of(message)
+    return [name for name, check in BODY_RULES.items() if check(body)]

@@ -11,6 +11,8 @@ Three kinds of rule add up:
   without an address, a subject in capitals, HTML without a text alternative), and the mailer,
   relay and date checks of :mod:`mailtoaster.spam.rules` (a forged Outlook, a relay without reverse
   DNS, a Date the trace contradicts, a free mail From that never passed the provider's hosts).
+* **Body rules** (:mod:`mailtoaster.spam.rules` too): a quoted-printable line over 76 characters,
+  undeclared 8-bit text, "Dear Friend", a screenful of blank lines, links to a bare IP address.
 * **Authentication**, when the server checked the message (a :class:`VerifyReport`): SPF fail and
   softfail, DKIM signatures that fail, DMARC fail, and mail with no authentication at all.
 
@@ -26,7 +28,7 @@ from typing import Literal
 from mailtoaster import __version__
 from mailtoaster.spam.classifier import BayesResult, Clue
 from mailtoaster.spam.mime import ParsedMessage
-from mailtoaster.spam.rules import trace_rules
+from mailtoaster.spam.rules import body_rules, trace_rules
 from mailtoaster.verify.report import VerifyReport
 
 DEFAULT_REQUIRED = 5.0
@@ -72,7 +74,14 @@ _RULE_LIST = (
     Rule("DATE_IN_PAST_96_XX", 1.0, "Date: is 96 hours or more before the earliest Received: date"),
     Rule("FORGED_FREEMAIL_RCVD", 2.0, "From: a large free mail provider, but no Received: from its hosts"),
     Rule("FREEMAIL_NO_RDNS", 1.5, "From: a large free mail provider, delivered by a host with no rDNS"),
+    Rule("FREEMAIL_REPLYTO", 2.0, "Reply-To: a free mail provider, From: another domain"),
     Rule("XPRIO_HIGH", 2.0, "X-Priority: 1 or 2"),
+    # Body rules (spam/rules.py).
+    Rule("MIME_QP_LONG_LINE", 2.0, "Quoted-printable line longer than 76 chars"),
+    Rule("CTE_8BIT_MISMATCH", 1.0, "Header says 7bits but body disagrees"),
+    Rule("DEAR_SOMETHING", 2.0, "Contains 'Dear (something)'"),
+    Rule("MANY_BLANK_LINES", 1.0, "25 or more blank lines in a row in the text"),
+    Rule("NORMAL_HTTP_TO_IP", 2.0, "URI host has a public dotted-decimal IPv4 address"),
     # Authentication (only with a verification report).
     Rule("SPF_FAIL", 0.9, "SPF: sender does not match SPF record (fail)"),
     Rule("SPF_SOFTFAIL", 0.7, "SPF: sender does not match SPF record (softfail)"),
@@ -170,6 +179,7 @@ def header_rules(message: ParsedMessage) -> list[str]:
     if not any(part.payload.strip() for part in message.parts):
         hits.append("EMPTY_MESSAGE")
     hits.extend(trace_rules(message.headers))
+    hits.extend(body_rules(message))
     return hits
 
 
