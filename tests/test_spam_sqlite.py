@@ -25,7 +25,7 @@ def test_wal_and_without_rowid_layout(path: Path) -> None:
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'tokens'").fetchone()[0]
     assert "WITHOUT ROWID" in sql
-    assert "PRIMARY KEY (scope, token)" in sql
+    assert "PRIMARY KEY (scope, id)" in sql
 
 
 def test_learn_move_forget_and_scopes(path: Path) -> None:
@@ -119,3 +119,101 @@ def test_unwritable_place_is_unavailable(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(TokenStoreUnavailable):
         SqliteTokenStore(blocker / "tokens.sqlite")
+
+
+def test_token_ids_are_stable_63_bit_integers() -> None:
+    from mailtoaster.spam.sqlite import TOKEN_ID_MODULUS, token_id, token_ids
+
+    # fixed values: the ids are on disk, so they must never change between versions or processes
+    assert token_id("free") == int.from_bytes(b"free")
+    assert token_id("subject:bi:free money") == 5916866984090103264
+    tokens = ["free", "ünïcödé", "x" * 200, "\ud800lone", "?lone"]
+    ids = token_ids(tokens)
+    assert ids == [token_id(token) for token in tokens]
+    assert all(0 <= found < TOKEN_ID_MODULUS < 2**63 for found in ids)
+    assert ids[3] == ids[4]  # not valid Unicode: counted with "?" in its place, as before
+
+
+def test_one_at_a_time_learning_goes_through_the_journal(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mailtoaster.spam.sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "JOURNAL_FOLD", 4)
+    store = SqliteTokenStore(path)
+    reader = SqliteTokenStore(path)
+    store.learn("d1", ["a", "b"], "spam")
+    store.learn("d2", ["a", "c"], "ham", user="u@example.com")
+    pending = sqlite3.connect(path).execute("SELECT COUNT(*) FROM journal").fetchone()[0]
+    assert pending == 3  # global d1, global d2, user d2; nothing in tokens yet
+    for reading in (store, reader):  # the journal counts at once, in this and other connections
+        assert reading.counts(["a", "b", "c", "z"]) == {
+            "a": TokenCounts(1, 1),
+            "b": TokenCounts(1, 0),
+            "c": TokenCounts(0, 1),
+        }
+        assert reading.counts(["a", "b"], "u@example.com") == {"a": TokenCounts(0, 1)}
+    store.learn("d3", ["a"], "spam")  # the journal is folded into tokens
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM journal").fetchone()[0] == 0
+    assert reader.counts(["a", "b"]) == {"a": TokenCounts(2, 1), "b": TokenCounts(1, 0)}
+    store.learn("d4", ["b"], "spam")
+    assert store.learn("d4", ["b"], "ham") == "spam"  # a move folds first, then takes away
+    assert store.learn("d1", ["a", "b"], None) == "spam"
+    assert reader.counts(["a", "b"]) == {"a": TokenCounts(1, 1), "b": TokenCounts(0, 1)}
+    assert store.stats().tokens == 3
+    with pytest.raises(RuntimeError), store.batch():
+        store.learn("d5", ["e"], "spam")
+        raise RuntimeError("interrupted")
+    assert store.counts(["e"]) == {}
+    store.close()
+    reader.close()
+
+
+def test_schema_1_is_migrated_on_open(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema', '1');
+        CREATE TABLE scopes (id INTEGER PRIMARY KEY, user TEXT NOT NULL UNIQUE);
+        INSERT INTO scopes VALUES (1, 'u@example.com');
+        CREATE TABLE totals (scope INTEGER PRIMARY KEY, spam INTEGER NOT NULL DEFAULT 0,
+            ham INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO totals VALUES (0, 2, 1), (1, 1, 0);
+        CREATE TABLE tokens (scope INTEGER NOT NULL, token TEXT NOT NULL, spam INTEGER NOT NULL,
+            ham INTEGER NOT NULL, learned REAL NOT NULL, PRIMARY KEY (scope, token)) WITHOUT ROWID;
+        INSERT INTO tokens VALUES (0, 'free', 2, 0, 1000.5), (0, 'lunch', 0, 1, 1000.0),
+            (1, 'free', 1, 0, 1000.0);
+        CREATE TABLE learned (scope INTEGER NOT NULL, digest TEXT NOT NULL, label TEXT NOT NULL,
+            PRIMARY KEY (scope, digest)) WITHOUT ROWID;
+        INSERT INTO learned VALUES (0, 'd1', 'spam'), (0, 'd2', 'spam'), (0, 'd3', 'ham'),
+            (1, 'd1', 'spam');
+        """
+    )
+    db.commit()
+    db.close()
+    store = SqliteTokenStore(path)
+    assert store.counts(["free", "lunch", "other"]) == {"free": TokenCounts(2, 0), "lunch": TokenCounts(0, 1)}
+    assert store.counts(["free"], "u@example.com") == {"free": TokenCounts(1, 0)}
+    assert store.totals() == Totals(2, 1)
+    assert store.learned_as("d3") == "ham"
+    assert store.learn("d3", ["lunch"], None) == "ham"  # forgetting still takes the counts away
+    assert store.counts(["lunch"]) == {}
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+    assert (
+        "PRIMARY KEY (scope, id)"
+        in db.execute("SELECT sql FROM sqlite_master WHERE name = 'tokens'").fetchone()[0]
+    )
+    db.close()
+    SqliteTokenStore(path).close()  # opening again changes nothing
+
+
+def test_a_newer_schema_is_refused(path: Path) -> None:
+    SqliteTokenStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '9' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    with pytest.raises(TokenStoreUnavailable, match="schema version 9"):
+        SqliteTokenStore(path)

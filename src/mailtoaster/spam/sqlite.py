@@ -1,17 +1,36 @@
 """The embedded token store: one SQLite database in WAL mode.
 
-Layout (``<data-dir>/spam/tokens.sqlite``)::
+Layout (``<data-dir>/spam/tokens.sqlite``, schema version 2)::
 
-    tokens  (scope, token, spam, ham, learned)  WITHOUT ROWID, primary key (scope, token)
+    tokens  (scope, id, spam, ham, learned)     WITHOUT ROWID, primary key (scope, id)
+    journal (seq, scope, label, learned, ids)   learned messages not yet folded into tokens
     totals  (scope, spam, ham)
     learned (scope, digest, label)              WITHOUT ROWID, primary key (scope, digest)
     scopes  (id, user)                          the global scope is 0 and has no row
+    meta    (key, value)                        'schema' = '2'; 'folds', a counter of folds
 
-``tokens`` is keyed by (scope, token) and stored without a rowid, so the row *is* the index entry:
-a look-up is one B-tree descent and a scope's rows sit together. Scoring asks for all of a message's
-tokens in one statement (the list travels as one JSON array, unpacked by ``json_each`` inside SQLite),
-so a message costs one round trip however many tokens it has; learning writes them with one
-``INSERT ... SELECT ... ON CONFLICT`` the same way.
+``tokens`` is keyed by (scope, token id) and stored without a rowid, so the row *is* the index entry:
+a look-up is one B-tree descent and a scope's rows sit together. The token id is a 63-bit integer
+computed from the token's text (:func:`token_id`), as SpamAssassin keeps 5-byte token ids rather than
+the text: the rows are about half as long, the file less than half as large. The text itself is not
+kept (``counts()`` answers by the tokens it was asked about). ``learned`` is Unix time in whole
+seconds.
+
+Scoring asks for all of a message's tokens in one statement (the ids travel as one JSON array,
+unpacked by ``json_each`` inside SQLite), so a message costs one round trip however many tokens it
+has.
+
+Learning appends one ``journal`` row per message and scope (its token ids as one JSON array): a
+commit writes a page or two, where updating ``tokens`` row by row rewrote the ~300 leaf pages a
+message's tokens are spread over. Every :data:`JOURNAL_FOLD` rows the journal is folded into
+``tokens`` with one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT`` (each page written once for
+all of them) and emptied, in the same transaction. Reading adds the journal's counts, which every
+connection keeps summed in memory (read again only when the file changed), to what ``tokens`` says,
+so a learn is seen at once. Taking counts away (moving or forgetting a message), ``expire`` and
+``stats`` fold first.
+
+Schema version 1 (the token text as the key) is rewritten to version 2 once, when a program that
+knows version 2 first opens the file (one transaction; the counts are kept).
 
 WAL lets the server's scoring threads read while a learner writes; ``synchronous=NORMAL`` means a
 commit is durable once the WAL is checkpointed (a power cut may lose the last learned messages, never
@@ -23,10 +42,11 @@ processes learning at once.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from operator import itemgetter
 from pathlib import Path
@@ -37,7 +57,12 @@ from mailtoaster.spam.store import Label, StoreStats, TokenCounts, TokenStoreUna
 GLOBAL_SCOPE = 0
 CACHE_ENTRIES = 200_000
 """Token counts kept in memory between calls (about 30 MB); past it the cache starts again."""
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: tokens keyed by their text; 2: by :func:`token_id` (version 1 is migrated on open)."""
+
+TOKEN_ID_MODULUS = 9_223_372_036_854_775_783
+"""The largest prime below 2**63: token ids are the token's UTF-8 octets, read as one big-endian
+number, modulo this prime (a Karp-Rabin fingerprint), so they fit SQLite's signed 64-bit integers."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,11 +74,11 @@ CREATE TABLE IF NOT EXISTS totals (
 );
 CREATE TABLE IF NOT EXISTS tokens (
     scope INTEGER NOT NULL,
-    token TEXT NOT NULL,
+    id INTEGER NOT NULL,
     spam INTEGER NOT NULL,
     ham INTEGER NOT NULL,
-    learned REAL NOT NULL,
-    PRIMARY KEY (scope, token)
+    learned INTEGER NOT NULL,
+    PRIMARY KEY (scope, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS learned (
     scope INTEGER NOT NULL,
@@ -61,31 +86,90 @@ CREATE TABLE IF NOT EXISTS learned (
     label TEXT NOT NULL,
     PRIMARY KEY (scope, digest)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY,
+    scope INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    learned INTEGER NOT NULL,
+    ids TEXT NOT NULL
+);
+INSERT OR IGNORE INTO meta VALUES ('folds', '0');
 """
 
-_COUNTS = "SELECT token, spam, ham FROM tokens WHERE scope = ? AND token IN (SELECT value FROM json_each(?))"
+_TOKENS_V2 = """
+CREATE TABLE tokens_v2 (
+    scope INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    spam INTEGER NOT NULL,
+    ham INTEGER NOT NULL,
+    learned INTEGER NOT NULL,
+    PRIMARY KEY (scope, id)
+) WITHOUT ROWID
+"""
+_MIGRATE_V1 = (
+    "INSERT INTO tokens_v2 (scope, id, spam, ham, learned) "
+    "SELECT scope, mailtoaster_token_id(token), spam, ham, CAST(learned AS INTEGER) FROM tokens "
+    "ORDER BY 1, 2 "
+    "ON CONFLICT (scope, id) DO UPDATE SET spam = spam + excluded.spam, ham = ham + excluded.ham, "
+    "learned = MAX(learned, excluded.learned)"
+)
+
+_COUNTS = "SELECT id, spam, ham FROM tokens WHERE scope = ? AND id IN (SELECT value FROM json_each(?))"
 _first = itemgetter(0)
 _pair = itemgetter(1, 2)
-_ADD = {
-    label: f"INSERT INTO tokens (scope, token, spam, ham, learned) "
-    f"SELECT ?, value, {int(label == 'spam')}, {int(label == 'ham')}, ? FROM json_each(?) WHERE true "
-    f"ON CONFLICT (scope, token) DO UPDATE SET {label} = {label} + 1, learned = excluded.learned"
-    for label in ("spam", "ham")
-}
 _REMOVE = {
     label: f"UPDATE tokens SET {label} = MAX({label} - 1, 0) "
-    "WHERE scope = ? AND token IN (SELECT value FROM json_each(?))"
+    "WHERE scope = ? AND id IN (SELECT value FROM json_each(?))"
     for label in ("spam", "ham")
 }
 _DROP_EMPTY = (
-    "DELETE FROM tokens WHERE scope = ? AND spam = 0 AND ham = 0 "
-    "AND token IN (SELECT value FROM json_each(?))"
+    "DELETE FROM tokens WHERE scope = ? AND spam = 0 AND ham = 0 AND id IN (SELECT value FROM json_each(?))"
 )
+_JOURNAL_ADD = "INSERT INTO journal (scope, label, learned, ids) VALUES (?, ?, ?, ?)"
+_FOLD = (
+    "INSERT INTO tokens (scope, id, spam, ham, learned) "
+    "SELECT journal.scope, value, SUM(label = 'spam'), SUM(label = 'ham'), MAX(learned) "
+    "FROM journal, json_each(journal.ids) WHERE true GROUP BY journal.scope, value "
+    "ON CONFLICT (scope, id) DO UPDATE SET spam = spam + excluded.spam, ham = ham + excluded.ham, "
+    "learned = MAX(learned, excluded.learned)"
+)
+JOURNAL_FOLD = 256
+"""Learned messages (one journal row per scope each) that wait in the journal before their counts are
+folded into ``tokens``, in one statement."""
 _TOTALS_STEP = {
     label: f"INSERT INTO totals (scope, {label}) VALUES (?, MAX(?, 0)) "
     f"ON CONFLICT (scope) DO UPDATE SET {label} = MAX({label} + ?, 0)"
     for label in ("spam", "ham")
 }
+
+
+def token_id(token: str) -> int:
+    """The token's key in the store: its UTF-8 octets as one big-endian number modulo
+    :data:`TOKEN_ID_MODULUS` (a prime just below 2**63). Stable across processes, versions and
+    machines (not Python's ``hash()``, which is salted per process). A token that is not valid
+    Unicode (a lone surrogate, which some codecs produce) counts with ``?`` in its place, as the
+    text-keyed store kept it.
+
+    Two different tokens share an id only when the prime divides the difference of their numbers:
+    for the half million tokens of a trained store, about one chance in 70 million that any two of
+    the tokens do (birthday bound n²/2p); the two would then share their counts, as two spellings of
+    one word would. Someone crafting such a pair gains nothing he could not have by writing the
+    other token itself. Tokens never start with a NUL character, the one case where two texts
+    read as the same number."""
+    try:
+        octets = token.encode()
+    except UnicodeEncodeError:
+        octets = token.encode("utf-8", "replace")
+    return int.from_bytes(octets) % TOKEN_ID_MODULUS
+
+
+def token_ids(tokens: Iterable[str]) -> list[int]:
+    """:func:`token_id` of each token, in C-level calls (``map``) for the usual all-valid list."""
+    listed = tokens if isinstance(tokens, list | tuple) else list(tokens)
+    try:
+        return list(map(TOKEN_ID_MODULUS.__rmod__, map(int.from_bytes, map(str.encode, listed))))
+    except UnicodeEncodeError:
+        return list(map(token_id, listed))
 
 
 class SqliteTokenStore:
@@ -103,6 +187,10 @@ class SqliteTokenStore:
         self._cache: dict[int, dict[str, tuple[int, int] | None]] = {}
         """scope -> token -> (spam, ham), None for a token the scope does not know"""
         self._cache_version = -1
+        self._overlay: dict[int, dict[int, tuple[int, int]]] = {}
+        """scope -> token id -> (spam, ham) of the journal, not yet in ``tokens``"""
+        self._overlay_folds: object = None
+        self._overlay_seq = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -125,8 +213,35 @@ class SqliteTokenStore:
         found = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if found is None:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif found[0] == "1":
+            self._migrate_v1()
         elif found[0] != str(SCHEMA_VERSION):
-            raise sqlite3.DatabaseError(f"schema version {found[0]}, this program knows {SCHEMA_VERSION}")
+            raise sqlite3.DatabaseError(
+                f"schema version {found[0]}, this program knows {SCHEMA_VERSION} (a newer mailtoaster "
+                "made it: use that, or move the file away and learn again)"
+            )
+
+    def _migrate_v1(self) -> None:
+        """Version 1 kept the token text as the key: rewrite ``tokens`` keyed by :func:`token_id`,
+        once, in one transaction (another process opening the file at the same time waits, then
+        finds version 2). Every count is kept."""
+        db = self._db
+        db.create_function("mailtoaster_token_id", 1, token_id, deterministic=True)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if found is not None and found[0] == "1":
+                db.execute("DROP TABLE IF EXISTS tokens_v2")
+                db.execute(_TOKENS_V2)
+                db.execute(_MIGRATE_V1)
+                db.execute("DROP TABLE tokens")
+                db.execute("ALTER TABLE tokens_v2 RENAME TO tokens")
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -169,23 +284,68 @@ class SqliteTokenStore:
             scope = self._scope(user)
             if scope is None:
                 return CountsTable({})
-            cache = self._fresh_cache(db, scope)
-            if len(cache) + len(tokens) > CACHE_ENTRIES:
-                cache.clear()
-            missing = set(tokens).difference(cache)
-            if missing:
-                rows = db.execute(_COUNTS, (scope, _json_list(missing))).fetchall()
-                cache.update(dict.fromkeys(missing))
-                cache.update(zip(map(_first, rows), map(_pair, rows), strict=True))
-            # C-level throughout: unknown tokens stay in the table as None (see CountsTable)
-            return CountsTable(dict(zip(tokens, map(cache.__getitem__, tokens), strict=True)))
+            if db.in_transaction:  # in a batch: this connection's own view
+                return self._counts(db, scope, tokens)
+            # One read transaction: the journal and ``tokens`` from the same snapshot, so a fold by
+            # another process between the two reads cannot count a message twice.
+            db.execute("BEGIN")
+            try:
+                return self._counts(db, scope, tokens)
+            finally:
+                db.execute("COMMIT")
+
+    def _counts(self, db: sqlite3.Connection, scope: int, tokens: Collection[str]) -> CountsTable:
+        cache = self._fresh_cache(db, scope)
+        if len(cache) + len(tokens) > CACHE_ENTRIES:
+            cache.clear()
+        missing = list(set(tokens).difference(cache))
+        if missing:
+            ids = token_ids(missing)
+            rows = db.execute(_COUNTS, (scope, json.dumps(ids))).fetchall()
+            cache.update(dict.fromkeys(missing))
+            by_id = dict(zip(ids, missing, strict=True))
+            if rows:
+                cache.update(zip(map(by_id.__getitem__, map(_first, rows)), map(_pair, rows), strict=True))
+            overlay = self._overlay.get(scope)
+            if overlay:
+                for found in overlay.keys() & by_id.keys():
+                    token, extra = by_id[found], overlay[found]
+                    base = cache[token]
+                    cache[token] = extra if base is None else (base[0] + extra[0], base[1] + extra[1])
+        # C-level throughout: unknown tokens stay in the table as None (see CountsTable)
+        return CountsTable(dict(zip(tokens, map(cache.__getitem__, tokens), strict=True)))
 
     def _fresh_cache(self, db: sqlite3.Connection, scope: int) -> dict[str, tuple[int, int] | None]:
         version = db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._cache_version:
             self._cache.clear()
             self._cache_version = version
+            self._read_journal(db)
         return self._cache.setdefault(scope, {})
+
+    def _read_journal(self, db: sqlite3.Connection) -> None:
+        """Bring the in-memory sums of the journal up to date: the rows added since the last read, or
+        all of them again after a fold (which the ``folds`` counter in ``meta`` tells)."""
+        folds = db.execute("SELECT value FROM meta WHERE key = 'folds'").fetchone()
+        if folds != self._overlay_folds:
+            self._overlay = {}
+            self._overlay_seq = 0
+            self._overlay_folds = folds
+        rows = db.execute(
+            "SELECT seq, scope, label, ids FROM journal WHERE seq > ? ORDER BY seq", (self._overlay_seq,)
+        ).fetchall()
+        for seq, scope, label, ids in rows:
+            table = self._overlay.setdefault(scope, {})
+            step = (1, 0) if label == "spam" else (0, 1)
+            for found in json.loads(ids):
+                old = table.get(found)
+                table[found] = step if old is None else (old[0] + step[0], old[1] + step[1])
+            self._overlay_seq = seq
+
+    def _forget_overlay(self) -> None:
+        """This connection wrote (its own writes do not change ``data_version``): read again."""
+        self._cache.clear()
+        self._cache_version = -1
 
     def learned_as(self, digest: str, user: str | None = None) -> Label | None:
         with self._guard("reading learned messages") as db:
@@ -213,7 +373,8 @@ class SqliteTokenStore:
                 self._batch_depth -= 1
                 if self._batch_depth == 0:
                     self._scopes.clear()  # a scope made in this transaction is gone again
-                    self._cache.clear()
+                    self._forget_overlay()
+                    self._overlay_folds = None  # journal rows read in it are gone again too
                     db.execute("ROLLBACK")
                 raise
             self._batch_depth -= 1
@@ -223,10 +384,10 @@ class SqliteTokenStore:
     def learn(
         self, digest: str, tokens: Collection[str], label: Label | None, user: str | None = None
     ) -> Label | None:
-        listed = _json_list(tokens)
-        now = self._clock()
+        listed = json.dumps(list(dict.fromkeys(token_ids(tokens))))
+        now = math.floor(self._clock())
         with self.batch(), self._guard("learning") as db:
-            self._cache.clear()
+            self._forget_overlay()
             before = self._learn_scope(db, GLOBAL_SCOPE, digest, listed, label, now)
             if user is not None:
                 scope = self._scope(user)
@@ -242,7 +403,13 @@ class SqliteTokenStore:
         return scope
 
     def _learn_scope(
-        self, db: sqlite3.Connection, scope: int, digest: str, tokens: str, label: Label | None, now: float
+        self,
+        db: sqlite3.Connection,
+        scope: int,
+        digest: str,
+        tokens: str,
+        label: Label | None,
+        now: int,
     ) -> Label | None:
         row = db.execute(
             "SELECT label FROM learned WHERE scope = ? AND digest = ?", (scope, digest)
@@ -251,26 +418,51 @@ class SqliteTokenStore:
         if before == label:
             return before
         if before is not None:
+            self._fold(db)  # taking away (clamped at 0) needs the journal's counts in ``tokens``
             db.execute(_REMOVE[before], (scope, tokens))
             db.execute(_DROP_EMPTY, (scope, tokens))
             db.execute(_TOTALS_STEP[before], (scope, -1, -1))
             db.execute("DELETE FROM learned WHERE scope = ? AND digest = ?", (scope, digest))
         if label is not None:
-            db.execute(_ADD[label], (scope, now, tokens))
+            seq = db.execute(_JOURNAL_ADD, (scope, label, now, tokens)).lastrowid
+            if seq is not None and seq >= JOURNAL_FOLD:
+                self._fold(db)
             db.execute(_TOTALS_STEP[label], (scope, 1, 1))
             db.execute("INSERT INTO learned (scope, digest, label) VALUES (?, ?, ?)", (scope, digest, label))
         return before
 
+    def _fold(self, db: sqlite3.Connection) -> None:
+        """Add the journal's counts to ``tokens`` and empty it (in the caller's transaction)."""
+        if db.execute("SELECT 1 FROM journal LIMIT 1").fetchone() is None:
+            return
+        db.execute(_FOLD)
+        db.execute("DELETE FROM journal")
+        db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'folds'")
+        self._forget_overlay()
+
+    def fold(self) -> None:
+        """Fold the journal into ``tokens`` now (``expire`` and ``stats`` do it themselves)."""
+        with self._guard("folding the learning journal") as db:
+            if db.execute("SELECT 1 FROM journal LIMIT 1").fetchone() is None:
+                return  # nothing to write: no write lock taken
+            with self.batch():
+                self._fold(db)
+
     def expire(self, unused_since: float) -> int:
-        with self._guard("expiring tokens") as db:
-            self._cache.clear()
+        with self._guard("expiring tokens") as db, self.batch():
+            self._fold(db)
+            self._forget_overlay()
             cursor = db.execute("DELETE FROM tokens WHERE learned < ? AND spam + ham <= 1", (unused_since,))
             return max(0, cursor.rowcount)
 
     # Looking after it -----------------------------------------------------------------------------
 
     def stats(self) -> StoreStats:
+        """Folds the journal and checkpoints the WAL first (truncating it when no reader is in the
+        way), so the size is what the counts take, not the last fold's pages waiting in the WAL."""
+        self.fold()
         with self._guard("reading statistics") as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             tokens = db.execute("SELECT COUNT(*) FROM tokens WHERE scope = ?", (GLOBAL_SCOPE,)).fetchone()[0]
             users = db.execute("SELECT COUNT(*) FROM scopes").fetchone()[0]
             pages = db.execute("PRAGMA page_count").fetchone()[0]
@@ -282,13 +474,3 @@ class SqliteTokenStore:
     def close(self) -> None:
         with self._lock, suppress(sqlite3.Error):
             self._db.close()
-
-
-def _json_list(tokens: Collection[str]) -> str:
-    """The distinct tokens as one JSON array (what ``json_each`` unpacks). A token that is not valid
-    Unicode (a lone surrogate, which some codecs produce) is stored with ``?`` in its place."""
-    text = json.dumps(list(dict.fromkeys(tokens)))
-    if "\\ud" in text:  # maybe a lone surrogate, which SQLite would store as invalid UTF-8
-        valid = [token.encode("utf-8", "replace").decode("utf-8") for token in dict.fromkeys(tokens)]
-        text = json.dumps(valid)
-    return text

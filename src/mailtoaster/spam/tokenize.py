@@ -164,8 +164,17 @@ def header_tokens(headers: list[tuple[str, str]]) -> list[str]:
 
 
 def _usual_spelling(name: str) -> str:
-    """``Message-Id`` for ``message-id``: each hyphenated word capitalised."""
-    return "-".join(word.capitalize() for word in name.split("-"))
+    """``Message-Id`` for ``message-id``: each hyphenated word capitalised (remembered: a few dozen
+    names make up nearly every header)."""
+    usual = _SPELLINGS.get(name)
+    if usual is None:
+        if len(_SPELLINGS) >= 4096:
+            _SPELLINGS.clear()
+        usual = _SPELLINGS[name] = "-".join(word.capitalize() for word in name.split("-"))
+    return usual
+
+
+_SPELLINGS: dict[str, str] = {}
 
 
 # The relays -----------------------------------------------------------------------------------------
