@@ -11,6 +11,7 @@ a few thread hand-offs, not 50,000.
 from __future__ import annotations
 
 import mmap
+import operator
 import os
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
@@ -43,6 +44,9 @@ BATCH_BYTES = 256 * 1024
 """Response bytes gathered in a worker thread before they are written (and the writer drained)."""
 HEADER_READ = 64 * 1024
 _FILE_ITEMS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+_CHEAP_ITEMS = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "RFC822.SIZE": b"RFC822.SIZE %d"}
+"""FETCH items answered without the file (when only these are asked): their formats."""
+_CHEAP_SLOTS = {"UID": 1, "FLAGS": 2, "RFC822.SIZE": 3}
 _STORE_MODES: dict[StoreMode, FlagChange] = {
     StoreMode.REPLACE: "replace",
     StoreMode.ADD: "add",
@@ -192,6 +196,9 @@ class SelectedMailbox:
         (literals streamed). Sets ``\\Seen`` for body items that are not PEEK (not in a read-only
         folder) and then reports FLAGS. Messages that vanished meanwhile are left out and counted in
         ``outcome``. Everything that can fail for a message is done before its first piece."""
+        if wanted and all(isinstance(item, str) and item in _CHEAP_ITEMS for item in wanted):
+            yield from self._fetch_cheap(targets, wanted, outcome=outcome)
+            return
         sets_seen = not self.readonly and fetching.sets_seen(wanted)
         needs_file = any(not isinstance(item, str) or item in _FILE_ITEMS for item in wanted)
         for number, message in targets:
@@ -204,6 +211,47 @@ class SelectedMailbox:
                 outcome.missing += 1
                 continue
             yield from _fetch_response(number, pieces, content)
+
+    def _fetch_cheap(
+        self, targets: Sequence[tuple[int, Message]], wanted: Sequence[FetchItem], *, outcome: FetchOutcome
+    ) -> Iterator[bytes]:
+        """FETCH of UID, FLAGS and RFC822.SIZE only (what every client asks when it syncs): the same
+        bytes as the general path, each line formatted at once (flag lists rendered once per flag set),
+        joined in batches of about :data:`BATCH_BYTES`."""
+        names = [item for item in wanted if isinstance(item, str)]
+        template = b"* %d FETCH (" + b" ".join(_CHEAP_ITEMS[item] for item in names) + b")\r\n"
+        pick = operator.itemgetter(0, *(_CHEAP_SLOTS[item] for item in names))
+        wants_size = "RFC822.SIZE" in wanted
+        recent = self.folder.recent
+        rendered: dict[frozenset[str], bytes] = {}
+        rendered_recent: dict[frozenset[str], bytes] = {}
+        batch: list[bytes] = []
+        size = 0
+        for number, message in targets:
+            uid = message.uid
+            if uid in recent:
+                flags = rendered_recent.get(message.flags)
+                if flags is None:
+                    flags = rendered_recent[message.flags] = flag_list(ordered_flags(message.flags, True))
+            else:
+                flags = rendered.get(message.flags)
+                if flags is None:
+                    flags = rendered[message.flags] = flag_list(ordered_flags(message.flags))
+            vsize = message.vsize
+            if wants_size and vsize is None:
+                try:
+                    vsize = self.folder.rfc822_size(message)
+                except MessageGoneError:
+                    outcome.missing += 1
+                    continue
+            line = template % pick((number, uid, flags, vsize))
+            batch.append(line)
+            size += len(line)
+            if size >= BATCH_BYTES:
+                yield b"".join(batch)
+                batch, size = [], 0
+        if batch:
+            yield b"".join(batch)
 
     def _prepare(
         self, message: Message, wanted: Sequence[FetchItem], *, sets_seen: bool, needs_file: bool
