@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 
@@ -69,3 +70,24 @@ def read_input(path: str | None) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def read_password(from_stdin: bool, prompt: str = "Password: ", *, confirm: bool = False) -> str:
+    """A password from the first line of standard input (``--password-stdin``) or asked on the
+    terminal (twice with ``confirm``, when setting one), never from an argument anyone can read in
+    ``ps``."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise CliError("no password on standard input (its first line is the password)")
+        return password
+    try:
+        first = getpass.getpass(prompt)
+        second = getpass.getpass("Password again: ") if confirm else first
+    except EOFError:
+        raise CliError("no password given (no terminal? use --password-stdin)") from None
+    if first != second:
+        raise CliError("the two passwords differ")
+    if not first:
+        raise CliError("the password is empty")
+    return first

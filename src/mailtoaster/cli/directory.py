@@ -7,14 +7,12 @@ standard input; never from an argument, which any user could read in ``ps``.
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mailtoaster.cli.common import CliError
+from mailtoaster.cli.common import CliError, read_password
 from mailtoaster.store import (
     DIRECTORY_FILE,
     UNSET,
@@ -187,7 +185,7 @@ def _user_add(directory: Directory, args: argparse.Namespace) -> None:
         raise CliError(f"{account.domain} is not a local domain: add the domain first")
     if directory.get_user(args.address) is not None:
         raise CliError(f"user {account} exists already")
-    password = _read_password(args.password_stdin)
+    password = read_password(args.password_stdin, confirm=True)
     threshold = _parse_threshold(args.spam_threshold)
     user = directory.add_user(
         args.address,
@@ -202,7 +200,7 @@ def _user_add(directory: Directory, args: argparse.Namespace) -> None:
 def _user_passwd(directory: Directory, args: argparse.Namespace) -> None:
     if directory.get_user(args.address) is None:
         raise CliError(f"no user {args.address}")
-    directory.set_password(args.address, _read_password(args.password_stdin))
+    directory.set_password(args.address, read_password(args.password_stdin, confirm=True))
     print(f"password of {args.address} changed")
 
 
@@ -268,21 +266,3 @@ def _parse_threshold(text: str | None) -> float | Unset | None:
         raise CliError(
             f"--spam-threshold must be a number or '{DEFAULT_THRESHOLD_WORD}', not {text!r}"
         ) from None
-
-
-def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise CliError("no password on standard input (its first line is the password)")
-        return password
-    try:
-        first = getpass.getpass("Password: ")
-        second = getpass.getpass("Password again: ")
-    except EOFError:
-        raise CliError("no password given (no terminal? use --password-stdin)") from None
-    if first != second:
-        raise CliError("the two passwords differ")
-    if not first:
-        raise CliError("the password is empty")
-    return first

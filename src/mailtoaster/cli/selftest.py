@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 from pathlib import Path
 from typing import Any
 
-from mailtoaster.cli.common import CliError
+from mailtoaster.cli.common import CliError, read_password
 from mailtoaster.config import Config, ConfigError, load_config, with_overrides
 from mailtoaster.reflector.selftest import (
     SelftestError,
@@ -79,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= 3600:
         raise CliError(f"--timeout {args.timeout:g}: expected more than 0 and at most 3600 seconds")
     user = _sender(config.data_dir, args.domain, args.user)
-    password = _password(user.email, args.password_stdin)
+    password = read_password(args.password_stdin, f"Password for {user.email}: ")
     host = args.host or UNSPECIFIED_ADDRESSES.get(config.server.bind[0], config.server.bind[0])
     plan = SelftestPlan(
         host=host,
@@ -152,18 +151,3 @@ def _find_sender(directory: Directory, domain: str, address: str | None) -> User
     if user.address.domain != found.name:
         raise CliError(f"{address} is not a user of {found.name}")
     return user
-
-
-def _password(user: str, from_stdin: bool) -> str:
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise CliError("no password on standard input (its first line is the password)")
-        return password
-    try:
-        password = getpass.getpass(f"Password for {user}: ")
-    except EOFError:
-        raise CliError("no password given (no terminal? use --password-stdin)") from None
-    if not password:
-        raise CliError("the password is empty")
-    return password
