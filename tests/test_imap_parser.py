@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailtoaster.imap.fetch import BodySection, Section
 from mailtoaster.imap.parser import (
     Append,
     Authenticate,
     BadCharsetError,
-    BodySection,
     Capability,
     Check,
     Close,
@@ -40,7 +40,6 @@ from mailtoaster.imap.parser import (
     ParseError,
     Rename,
     Search,
-    Section,
     Select,
     StartTls,
     Status,

@@ -8,10 +8,10 @@ range counts bytes of the CRLF form, and section bytes are converted chunk by ch
 (a 50 MB message is never held twice). NUL bytes, which IMAP literals may not carry, are sent as
 0x80, as Dovecot does. Output matches Dovecot 2.3 byte for byte (see ``tests/test_imap_fetch.py``).
 
-The session parses the command, calls :func:`parse_attribute` (or builds the attributes itself),
-renders with :meth:`FetchMessage.render` or streams with :meth:`FetchMessage.render_chunks`, and sets
-``\\Seen`` itself when :func:`sets_seen` says the items ask for it (BODY[...] and RFC822 do, BODY.PEEK
-and RFC822.HEADER do not).
+The command parser (:mod:`.parser`) builds the items with this module's :class:`Section` and
+:class:`BodySection`; the session renders with :meth:`FetchMessage.render` or streams with
+:meth:`FetchMessage.render_chunks`, and sets ``\\Seen`` itself when :func:`sets_seen` says the items
+ask for it (BODY[...] and RFC822 do, BODY.PEEK and RFC822.HEADER do not).
 """
 
 from __future__ import annotations

@@ -22,8 +22,6 @@ from typing import BinaryIO
 from mailtoaster.imap import fetch as fetching
 from mailtoaster.imap import response
 from mailtoaster.imap.cache import HeaderCache, decode_values, encode_values
-from mailtoaster.imap.parser import BodySection as ParsedBodySection
-from mailtoaster.imap.parser import FetchAttribute as ParsedAttribute
 from mailtoaster.imap.parser import StoreMode
 from mailtoaster.imap.search import (
     HeaderContains,
@@ -356,20 +354,13 @@ class SelectedMailbox:
 FetchItem = str | fetching.BodySection
 
 
-def fetch_items(items: Sequence[ParsedAttribute], by_uid: bool) -> list[FetchItem]:
-    """The parser's items as :mod:`.fetch` takes them, UID first for UID FETCH, no item twice. Raises
-    :class:`~mailtoaster.imap.fetching.FetchSyntaxError` for a section :mod:`.fetch` refuses."""
-    converted: list[FetchItem] = ["UID"] if by_uid else []
+def fetch_items(items: Sequence[FetchItem], by_uid: bool) -> list[FetchItem]:
+    """The parser's items as the mailbox fetches them: UID first for UID FETCH, no item twice."""
+    wanted: list[FetchItem] = ["UID"] if by_uid else []
     for item in items:
-        value: FetchItem
-        if isinstance(item, ParsedBodySection):
-            section = fetching.Section(item.section.part, item.section.kind, item.section.fields)
-            value = fetching.BodySection(section, item.partial, item.peek)
-        else:
-            value = item
-        if value not in converted:
-            converted.append(value)
-    return converted
+        if item not in wanted:
+            wanted.append(item)
+    return wanted
 
 
 def _fetch_response(

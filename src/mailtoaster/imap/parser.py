@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
+from mailtoaster.imap.fetch import BodySection, FetchAttribute, Section
 from mailtoaster.imap.reader import TAG, Literal, RawCommand, SpooledLiteral
 from mailtoaster.imap.search import (
     SUPPORTED_CHARSETS,
@@ -222,29 +223,6 @@ class Search(Command):
     charset: str | None
     criteria: SearchKey
 
-
-@dataclass(frozen=True)
-class Section:
-    """What is inside ``BODY[...]``: part numbers (empty for the message itself), a kind (``""``,
-    ``HEADER``, ``HEADER.FIELDS``, ``HEADER.FIELDS.NOT``, ``TEXT`` or ``MIME``) and, for the field
-    kinds, the field names in upper case."""
-
-    part: tuple[int, ...] = ()
-    kind: str = ""
-    fields: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class BodySection:
-    """``BODY[section]<origin.count>`` or ``BODY.PEEK[...]``; ``partial`` is (origin, count)."""
-
-    section: Section = Section()
-    partial: tuple[int, int] | None = None
-    peek: bool = False
-
-
-FetchAttribute = str | BodySection
-"""A FETCH item: one of :data:`FETCH_ATTRIBUTES` (macros come expanded), or a :class:`BodySection`."""
 
 FETCH_ATTRIBUTES = frozenset(
     {
