@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_tz
+from functools import cached_property
 
 from mailtoaster.spam.mime import ParsedMessage, Part, part_text
 from mailtoaster.spam.tokenize import _html_text, registered_domain
@@ -58,6 +59,18 @@ class Fields:
 
     def get(self, name: str) -> str:
         return self.first.get(name, "")
+
+    @cached_property
+    def date_time(self) -> float | None:
+        """The Date field as a POSIX time (None when missing or unreadable), parsed once for the
+        several rules that read it."""
+        date = self.get("date")
+        return _timestamp(date) if date else None
+
+    @cached_property
+    def arrival_time(self) -> float | None:
+        """The newest Received field's time, parsed once likewise."""
+        return _received_time(self.received[0]) if self.received else None
 
 
 # --- Outlook fingerprints -------------------------------------------------------------------------
@@ -107,7 +120,7 @@ def msgid_outlook_invalid(fields: Fields) -> bool:
     if match is None:
         return False
     token = int(match.group(1), 16)
-    times = [_date_time(fields), _received_time(fields.received[0]) if fields.received else None]
+    times = [fields.date_time, fields.arrival_time]
     return all(
         when is None or abs(token - int(when * 0.0023283064365387 + 27111902.8329849)) >= 250
         for when in times
@@ -197,11 +210,6 @@ def _timestamp(text: str) -> float | None:
     return float(calendar.timegm((year, month, day, hour, minute, second, 0, 1, 0)) - (parsed[9] or 0))
 
 
-def _date_time(fields: Fields) -> float | None:
-    date = fields.get("date")
-    return _timestamp(date) if date else None
-
-
 def _received_time(value: str) -> float | None:
     _head, semicolon, date = value.rpartition(";")
     return _timestamp(date.strip()) if semicolon else None
@@ -217,11 +225,8 @@ def invalid_date(fields: Fields) -> bool:
 def date_shift(fields: Fields) -> float | None:
     """Date minus the newest Received's time, in seconds (positive: the Date is in the future of the
     arrival); None when either is missing or unreadable."""
-    date = _date_time(fields)
-    if date is None or not fields.received:
-        return None
-    arrival = _received_time(fields.received[0])
-    return None if arrival is None else date - arrival
+    date, arrival = fields.date_time, fields.arrival_time
+    return None if date is None or arrival is None else date - arrival
 
 
 def date_in_future(fields: Fields) -> bool:
@@ -233,7 +238,7 @@ def date_in_future(fields: Fields) -> bool:
 def date_in_past(fields: Fields) -> bool:
     """DATE_IN_PAST_96_XX: the Date is 96 hours or more before the earliest time in the trace (four
     days before its first hop: spamware reusing an old Date, or a clock years off)."""
-    date = _date_time(fields)
+    date = fields.date_time
     if date is None:
         return False
     times = [when for when in map(_received_time, fields.received[:20]) if when is not None]
