@@ -31,7 +31,7 @@ from email.utils import parsedate_tz
 from functools import cached_property
 
 from mailtoaster.spam.mime import ParsedMessage, Part, part_text
-from mailtoaster.spam.tokenize import _html_text, registered_domain
+from mailtoaster.spam.tokenize import html_text, registered_domain
 
 HOUR = 3600.0
 
@@ -371,7 +371,7 @@ class Body:
                 plain.append(part_text(part)[:MAX_RULE_TEXT])
             elif part.content_type == "text/html":
                 markup.append(part_text(part)[:MAX_RULE_TEXT])
-        return cls(message, plain, markup, [_html_text(text, [])[:MAX_RULE_TEXT] for text in markup])
+        return cls(message, plain, markup, [html_text(text, [])[:MAX_RULE_TEXT] for text in markup])
 
     @property
     def parts(self) -> list[Part]:

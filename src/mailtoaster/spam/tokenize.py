@@ -472,7 +472,7 @@ def body_tokens(message: ParsedMessage) -> tuple[list[str], set[str]]:
             continue
         if part.content_type == "text/html" or text.lstrip()[:200].lower().startswith(("<html", "<!doc")):
             html_seen = True
-            text = _html_text(text, urls)
+            text = html_text(text, urls)
         elif part.content_type.startswith("text/"):
             plain_seen = True
         budget -= len(text)
@@ -507,7 +507,7 @@ def _filename_tokens(filename: str) -> list[str]:
     return tokens
 
 
-def _html_text(markup: str, urls: list[str]) -> str:
+def html_text(markup: str, urls: list[str]) -> str:
     """The text of an HTML part; the URLs of its links and images go to ``urls``."""
     urls.extend(_HTML_URL.findall(markup))
     text = _HTML_DROP.sub("", markup)
