@@ -77,6 +77,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.imapclients import DovecotServer, wait_for_greeting  # noqa: E402
 
+from procfs import process_tree  # noqa: E402
 from spamcorpus import load_corpus, without_from_line  # noqa: E402
 
 USER, PASSWORD, DOMAIN = "alice@example.org", "bench pw 4711", "example.org"
@@ -141,18 +142,6 @@ def write_mailbox(maildir: Path, corpus: list[bytes], count: int) -> int:
 
 
 # --- processes and /proc ------------------------------------------------------------------------------
-
-
-def process_tree(pid: int) -> list[int]:
-    """The process and all its descendants, from /proc."""
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                pending.extend(int(child) for child in task.read_text().split())
-    return found
 
 
 def peak_resident(pid: int, name: str = "VmHWM") -> int | None:

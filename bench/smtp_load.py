@@ -61,6 +61,8 @@ from functools import partial
 from pathlib import Path
 from types import ModuleType
 
+from procfs import process_tree
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -189,18 +191,6 @@ class CpuTimes:
 
     def __sub__(self, other: CpuTimes) -> CpuTimes:
         return CpuTimes(self.user - other.user, self.system - other.system)
-
-
-def process_tree(pid: int) -> list[int]:
-    """The process and all its descendants (mailtoaster's worker processes), from /proc."""
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                pending.extend(int(child) for child in task.read_text().split())
-    return found
 
 
 def cpu_times(pid: int) -> CpuTimes:
