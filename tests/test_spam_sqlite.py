@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailtoaster.spam import SqliteTokenStore, TokenStoreUnavailable, Totals
 from mailtoaster.spam.store import TokenCounts
@@ -217,3 +220,56 @@ def test_a_newer_schema_is_refused(path: Path) -> None:
     db.close()
     with pytest.raises(TokenStoreUnavailable, match="schema version 9"):
         SqliteTokenStore(path)
+
+
+_TOKENS = ["a", "b", "c", "d", "e"]
+_operation = st.tuples(
+    st.sampled_from(["writer", "reader"]),  # which connection acts
+    st.sampled_from(["spam", "ham", None, "expire", "count", "batch-then-fail"]),
+    st.integers(0, 5),  # message number
+    st.sampled_from([None, "u@example.com"]),
+    st.lists(st.sampled_from(_TOKENS), min_size=1, max_size=4),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=st.lists(_operation, max_size=25))
+def test_the_in_memory_image_answers_as_the_database(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, operations: list[Any]
+) -> None:
+    """Two connections learn, move, forget and expire on one file with a tiny journal; after every
+    step the reader's counts, which come from its in-memory image of ``tokens`` plus the journal,
+    must be what a new connection reads row by row from SQLite (no image: IMAGE_ROWS = 0)."""
+    import mailtoaster.spam.sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "JOURNAL_FOLD", 3)
+    path = tmp_path_factory.mktemp("image") / "tokens.sqlite"
+    now = [1000.0]
+    stores = {
+        "writer": SqliteTokenStore(path, clock=lambda: now[0]),
+        "reader": SqliteTokenStore(path, clock=lambda: now[0]),
+    }
+    try:
+        for who, action, number, user, tokens in operations:
+            store = stores[who]
+            now[0] += 100
+            if action == "expire":
+                store.expire(now[0] - 250)
+            elif action == "batch-then-fail":
+                with pytest.raises(RuntimeError), store.batch():
+                    store.learn(f"m{number}", tokens, "spam", user)
+                    assert store.counts(tokens, user)  # read inside the batch: its own writes
+                    raise RuntimeError("interrupted")
+            elif action != "count":
+                store.learn(f"m{number}", tokens, action, user)
+            with monkeypatch.context() as no_image:
+                no_image.setattr(sqlite_module, "IMAGE_ROWS", 0)
+                fresh = SqliteTokenStore(path)
+                expected = {scope: dict(fresh.counts(_TOKENS, scope)) for scope in (None, "u@example.com")}
+                fresh.close()
+            for reading in stores.values():
+                for scope, counts in expected.items():
+                    assert dict(reading.counts(_TOKENS, scope)) == counts
+    finally:
+        for store in stores.values():
+            store.close()

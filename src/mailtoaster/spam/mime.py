@@ -13,7 +13,7 @@ import binascii
 import codecs
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 MAX_HEADER_BYTES = 64 * 1024
 """Header section octets read (of the message and of each part); fields past it are ignored."""
@@ -48,6 +48,11 @@ class Part:
     """The Content-Transfer-Encoding, lower case, ``""`` when not given."""
     filename: str
     payload: bytes
+
+    @cached_property
+    def text(self) -> str:
+        """:func:`part_text`: decoded when first read, then kept."""
+        return _decoded_text(self)
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,12 @@ def to_text(data: bytes, charset: str) -> str:
 
 
 def part_text(part: Part) -> str:
-    """The decoded text of a ``text/*`` part (empty for any other)."""
+    """The decoded text of a ``text/*`` part (empty for any other). Decoded once per part: the
+    tokenizer and the body rules both read it."""
+    return part.text
+
+
+def _decoded_text(part: Part) -> str:
     if not part.content_type.startswith("text/"):
         return ""
     return to_text(decode_payload(part), part.charset)

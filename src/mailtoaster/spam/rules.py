@@ -241,8 +241,17 @@ def date_in_past(fields: Fields) -> bool:
     date = fields.date_time
     if date is None:
         return False
-    times = [when for when in map(_received_time, fields.received[:20]) if when is not None]
-    return bool(times) and date - min(times) <= -96 * HOUR
+    # The earliest time is 96 hours after the Date exactly when every time is: stop at the first that
+    # is not, which on most mail is the first one read (most Received dates are costly to parse).
+    seen = False
+    for index, value in enumerate(fields.received[:20]):
+        when = fields.arrival_time if index == 0 else _received_time(value)
+        if when is None:
+            continue
+        if date - when > -96 * HOUR:
+            return False
+        seen = True
+    return seen
 
 
 # --- senders --------------------------------------------------------------------------------------

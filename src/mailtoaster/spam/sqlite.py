@@ -57,6 +57,11 @@ from mailtoaster.spam.store import Label, StoreStats, TokenCounts, TokenStoreUna
 GLOBAL_SCOPE = 0
 CACHE_ENTRIES = 200_000
 """Token counts kept in memory between calls (about 30 MB); past it the cache starts again."""
+IMAGE_ROWS = 2_000_000
+"""The most ``tokens`` rows of one scope read into memory as a whole (see :class:`_Image`); a larger
+scope is read a message at a time instead."""
+IMAGE_SCOPES = 4
+"""Scopes whose images are kept at once (the global one and the users scored last)."""
 SCHEMA_VERSION = 2
 """1: tokens keyed by their text; 2: by :func:`token_id` (version 1 is migrated on open)."""
 
@@ -94,6 +99,7 @@ CREATE TABLE IF NOT EXISTS journal (
     ids TEXT NOT NULL
 );
 INSERT OR IGNORE INTO meta VALUES ('folds', '0');
+INSERT OR IGNORE INTO meta VALUES ('tokens', '0');
 """
 
 _TOKENS_V2 = """
@@ -172,6 +178,44 @@ def token_ids(tokens: Iterable[str]) -> list[int]:
         return list(map(token_id, listed))
 
 
+_Image = dict[int, tuple[int, int]]
+"""token id -> (spam, ham): a scope's ``tokens`` table in memory."""
+
+
+def _read_image(db: sqlite3.Connection, scope: int) -> _Image | None:
+    """The scope's ``tokens`` rows as an :data:`_Image`, or None past :data:`IMAGE_ROWS` rows. Each
+    distinct (spam, ham) pair is kept once: most tokens share a few small pairs."""
+    image: _Image = {}
+    pairs: dict[tuple[int, int], tuple[int, int]] = {}
+    cursor = db.execute("SELECT id, spam, ham FROM tokens WHERE scope = ?", (scope,))
+    for found, spam, ham in cursor:
+        if len(image) >= IMAGE_ROWS:
+            return None
+        pair = (spam, ham)
+        image[found] = pairs.setdefault(pair, pair)
+    return image
+
+
+def _add_step(table: dict[int, tuple[int, int]], ids: Iterable[int], step: tuple[int, int]) -> None:
+    """Count one learned message's tokens (``step``: (1, 0) for spam, (0, 1) for ham) in ``table``."""
+    for found in ids:
+        old = table.get(found)
+        table[found] = step if old is None else (old[0] + step[0], old[1] + step[1])
+
+
+def _add_counts(table: dict[int, tuple[int, int]], extra: Mapping[int, tuple[int, int]]) -> None:
+    """Add the journal's sums ``extra`` to ``table``."""
+    for found, more in extra.items():
+        old = table.get(found)
+        table[found] = more if old is None else (old[0] + more[0], old[1] + more[1])
+
+
+def _tokens_changed(db: sqlite3.Connection) -> None:
+    """Count a change of the ``tokens`` table (in the caller's transaction), which makes every
+    connection read its images again."""
+    db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'tokens'")
+
+
 class SqliteTokenStore:
     """A :class:`~mailtoaster.spam.store.TokenStore` in one SQLite file; safe to share between
     threads (one connection behind a lock) and between processes (SQLite's locking)."""
@@ -191,6 +235,9 @@ class SqliteTokenStore:
         """scope -> token id -> (spam, ham) of the journal, not yet in ``tokens``"""
         self._overlay_folds: object = None
         self._overlay_seq = 0
+        self._images: dict[int, _Image | None] = {}
+        """scope -> its ``tokens`` rows in memory (see :meth:`_image`), None for a scope too large"""
+        self._images_written: object = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -237,6 +284,7 @@ class SqliteTokenStore:
                 db.execute("DROP TABLE tokens")
                 db.execute("ALTER TABLE tokens_v2 RENAME TO tokens")
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+                _tokens_changed(db)
             db.execute("COMMIT")
         except BaseException:
             with suppress(sqlite3.Error):
@@ -296,6 +344,10 @@ class SqliteTokenStore:
 
     def _counts(self, db: sqlite3.Connection, scope: int, tokens: Collection[str]) -> CountsTable:
         cache = self._fresh_cache(db, scope)
+        # In a batch this connection's own uncommitted writes are in view: read them, not an image.
+        image = None if self._batch_depth else self._image(db, scope)
+        if image is not None:
+            return self._image_counts(image, tokens)
         if len(cache) + len(tokens) > CACHE_ENTRIES:
             cache.clear()
         missing = list(set(tokens).difference(cache))
@@ -306,22 +358,62 @@ class SqliteTokenStore:
             by_id = dict(zip(ids, missing, strict=True))
             if rows:
                 cache.update(zip(map(by_id.__getitem__, map(_first, rows)), map(_pair, rows), strict=True))
-            overlay = self._overlay.get(scope)
-            if overlay:
-                for found in overlay.keys() & by_id.keys():
-                    token, extra = by_id[found], overlay[found]
-                    base = cache[token]
-                    cache[token] = extra if base is None else (base[0] + extra[0], base[1] + extra[1])
+            self._add_journal(scope, by_id, cache)
         # C-level throughout: unknown tokens stay in the table as None (see CountsTable)
         return CountsTable(dict(zip(tokens, map(cache.__getitem__, tokens), strict=True)))
+
+    @staticmethod
+    def _image_counts(image: _Image, tokens: Collection[str]) -> CountsTable:
+        """The counts from the scope's image, which holds the journal too. No read cache in front: a
+        probe of the image costs what a probe of the cache does, and the cache took three per token."""
+        listed = tokens if isinstance(tokens, list | tuple) else list(tokens)
+        return CountsTable(dict(zip(listed, map(image.get, token_ids(listed)), strict=True)))
+
+    def _add_journal(
+        self, scope: int, by_id: dict[int, str], found: dict[str, tuple[int, int] | None]
+    ) -> None:
+        """Add the journal's counts to the tokens in ``found`` (token -> counts in ``tokens``)."""
+        overlay = self._overlay.get(scope)
+        if not overlay:
+            return
+        for token_key in overlay.keys() & by_id.keys():
+            token, extra = by_id[token_key], overlay[token_key]
+            base = found[token]
+            found[token] = extra if base is None else (base[0] + extra[0], base[1] + extra[1])
 
     def _fresh_cache(self, db: sqlite3.Connection, scope: int) -> dict[str, tuple[int, int] | None]:
         version = db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._cache_version:
             self._cache.clear()
             self._cache_version = version
+            written = db.execute("SELECT value FROM meta WHERE key = 'tokens'").fetchone()
+            if written != self._images_written:
+                self._images.clear()
+                self._images_written = written
             self._read_journal(db)
         return self._cache.setdefault(scope, {})
+
+    def _image(self, db: sqlite3.Connection, scope: int) -> _Image | None:
+        """The scope's whole ``tokens`` table in memory, read when first needed after it last changed
+        (None when it has more than :data:`IMAGE_ROWS` rows).
+
+        Why: a message's tokens are mostly ones the read cache does not hold (a store knows hundreds of
+        thousands, the cache a fraction), and SQLite spends about 2.5 µs of CPU on each row it looks
+        up, which made the look-ups the larger half of scoring a message. A dictionary look-up is a
+        twentieth of that. ``tokens`` changes only when the journal is folded (every
+        :data:`JOURNAL_FOLD` learned messages), when a message is moved or forgotten and on expiry,
+        each of which counts up ``meta.tokens``; learning in between goes to the journal, which every
+        reader adds on top. So the image is read once per fold, about 0.3 s for half a million rows,
+        and costs about 80 bytes a row (``spam_speed.py`` prints the peak RSS)."""
+        image = self._images.get(scope)
+        if image is None and scope not in self._images:
+            image = _read_image(db, scope)
+            if image is not None:
+                _add_counts(image, self._overlay.get(scope, {}))
+            while len(self._images) >= IMAGE_SCOPES:
+                del self._images[next(iter(self._images))]
+            self._images[scope] = image  # None too: too big until the table changes
+        return image
 
     def _read_journal(self, db: sqlite3.Connection) -> None:
         """Bring the in-memory sums of the journal up to date: the rows added since the last read, or
@@ -331,15 +423,17 @@ class SqliteTokenStore:
             self._overlay = {}
             self._overlay_seq = 0
             self._overlay_folds = folds
+            self._images.clear()  # they hold the journal as it was
         rows = db.execute(
             "SELECT seq, scope, label, ids FROM journal WHERE seq > ? ORDER BY seq", (self._overlay_seq,)
         ).fetchall()
         for seq, scope, label, ids in rows:
-            table = self._overlay.setdefault(scope, {})
             step = (1, 0) if label == "spam" else (0, 1)
-            for found in json.loads(ids):
-                old = table.get(found)
-                table[found] = step if old is None else (old[0] + step[0], old[1] + step[1])
+            found = json.loads(ids)
+            _add_step(self._overlay.setdefault(scope, {}), found, step)
+            image = self._images.get(scope)
+            if image is not None:
+                _add_step(image, found, step)
             self._overlay_seq = seq
 
     def _forget_overlay(self) -> None:
@@ -375,6 +469,7 @@ class SqliteTokenStore:
                     self._scopes.clear()  # a scope made in this transaction is gone again
                     self._forget_overlay()
                     self._overlay_folds = None  # journal rows read in it are gone again too
+                    self._images.clear()  # and any image read from it
                     db.execute("ROLLBACK")
                 raise
             self._batch_depth -= 1
@@ -421,6 +516,7 @@ class SqliteTokenStore:
             self._fold(db)  # taking away (clamped at 0) needs the journal's counts in ``tokens``
             db.execute(_REMOVE[before], (scope, tokens))
             db.execute(_DROP_EMPTY, (scope, tokens))
+            _tokens_changed(db)
             db.execute(_TOTALS_STEP[before], (scope, -1, -1))
             db.execute("DELETE FROM learned WHERE scope = ? AND digest = ?", (scope, digest))
         if label is not None:
@@ -438,6 +534,7 @@ class SqliteTokenStore:
         db.execute(_FOLD)
         db.execute("DELETE FROM journal")
         db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'folds'")
+        _tokens_changed(db)
         self._forget_overlay()
 
     def fold(self) -> None:
@@ -453,6 +550,7 @@ class SqliteTokenStore:
             self._fold(db)
             self._forget_overlay()
             cursor = db.execute("DELETE FROM tokens WHERE learned < ? AND spam + ham <= 1", (unused_since,))
+            _tokens_changed(db)
             return max(0, cursor.rowcount)
 
     # Looking after it -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import html
 import re
 from collections.abc import Callable, Iterable
 from email.header import decode_header, make_header
+from functools import lru_cache
 from itertools import pairwise
 
 from mailtoaster.spam.mime import ParsedMessage, parse_message, part_text
@@ -509,13 +510,22 @@ def _filename_tokens(filename: str) -> list[str]:
 
 def html_text(markup: str, urls: list[str]) -> str:
     """The text of an HTML part; the URLs of its links and images go to ``urls``."""
-    urls.extend(_HTML_URL.findall(markup))
+    text, found = _html_reading(markup)
+    urls.extend(found)
+    return text
+
+
+@lru_cache(maxsize=8)
+def _html_reading(markup: str) -> tuple[str, tuple[str, ...]]:
+    """(text, URLs) of some HTML. Remembered for the last few texts: the tokenizer and the body rules
+    read the same part's HTML, and its regular expressions are the costliest step of either."""
+    urls = tuple(_HTML_URL.findall(markup))
     text = _HTML_DROP.sub("", markup)
     text = _HTML_BREAK.sub(" ", text)
     text = _HTML_TAG.sub("", text)
     if "&" in text:
         text = html.unescape(text)
-    return text
+    return text, urls
 
 
 def word_tokens(text: str) -> list[str]:
