@@ -257,7 +257,7 @@ def test_the_in_memory_image_answers_as_the_database(
                 store.expire(now[0] - 250)
             elif action == "batch-then-fail":
                 with pytest.raises(RuntimeError), store.batch():
-                    store.learn(f"m{number}", tokens, "spam", user)
+                    store.learn("never kept", tokens, "spam", user)
                     assert store.counts(tokens, user)  # read inside the batch: its own writes
                     raise RuntimeError("interrupted")
             elif action != "count":
