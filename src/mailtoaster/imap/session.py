@@ -6,7 +6,9 @@ LIST-EXTENDED, LIST-STATUS and APPENDLIMIT.
 limits), parses them with :func:`~mailtoaster.imap.parser.parse_command`, and carries them out on the
 user's :class:`~mailtoaster.store.MailStore`. It needs a stream to read and a writer (an
 ``asyncio.StreamWriter``, or anything with its methods), never a socket, so tests can feed it bytes.
-All file work runs in worker threads (``asyncio.to_thread``); the event loop only parses and writes.
+All file work runs in worker threads (``asyncio.to_thread``); the event loop only parses and writes,
+and makes the few ``stat`` calls of an IDLE poll and of a SELECT of a folder unchanged since this process
+last read it (:meth:`~mailtoaster.store.Folder.sync_from_snapshot`).
 
 Keeping clients in step: after every command with a mailbox selected, the folder is synced and the
 changes go out as untagged EXPUNGE, EXISTS, RECENT and FETCH FLAGS before the tagged answer, so two
@@ -662,7 +664,12 @@ class ImapSession:
     async def _select(self, command: parser.Select | parser.Examine) -> Answer:
         await self._release_mailbox()
         readonly = isinstance(command, parser.Examine)
-        folder = await asyncio.to_thread(self._store().select, command.mailbox, readonly=readonly)
+        # A folder this process has read and that did not change since costs a few stat calls: done on the
+        # event loop (as an IDLE poll is). Anything more (a scan, the uid list read, \Recent claimed) in a
+        # worker thread, which a large folder's scan must not block the loop from.
+        folder = self._store().folder(command.mailbox, readonly=readonly)
+        if not folder.sync_from_snapshot():
+            await asyncio.to_thread(folder.sync)
         self.mailbox = SelectedMailbox(folder)
         self.state = State.SELECTED
         for line in self.mailbox.select_responses():
@@ -675,7 +682,7 @@ class ImapSession:
         mailbox, self.mailbox = self.mailbox, None
         if self.state is State.SELECTED:
             self.state = State.AUTHENTICATED
-        if mailbox is not None:
+        if mailbox is not None and mailbox.folder.close_writes:
             try:
                 await asyncio.to_thread(mailbox.folder.close)
             except (MaildirError, OSError) as error:

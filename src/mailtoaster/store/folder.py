@@ -16,7 +16,8 @@ the same files as SMTP delivery and as Dovecot (see docs/store.md, "The IMAP mai
   session must tell its client (EXISTS, EXPUNGE, FETCH FLAGS, FLAGS). When nothing changed it costs four
   ``stat`` calls; otherwise one ``scandir`` of ``new/`` and ``cur/`` and the new lines of the uid list.
 
-Everything here is blocking file code; the server calls it from worker threads.
+Everything here is blocking file code; the server calls it from worker threads, but for
+:meth:`Folder.sync_from_snapshot` (a few ``stat`` calls, made on its event loop).
 """
 
 from __future__ import annotations
@@ -281,6 +282,11 @@ class Folder:
         self._uidlist = UidList(path)
         self._keywords = Keywords(path)
         self._uids: list[int] = []
+        self._view_shared = False
+        """``messages`` and ``_uids`` are a snapshot's too: copy before changing them (:meth:`_own_view`)."""
+        self._counts: dict[str, int] = {}
+        """What was counted in the view as it is (``unseen``, ``first_unseen``), shared with a snapshot along
+        with the lists; a new one whenever the view changes."""
         self._flag_sets: dict[str, frozenset[str]] = {}
         """place → flags: the few flag sets the messages share."""
         self._stamp: tuple[int, int] | None = None
@@ -328,14 +334,24 @@ class Folder:
         return None
 
     def unseen(self) -> int:
-        return sum(1 for message in self.messages if SEEN not in message.flags)
+        """The number of messages without \\Seen (STATUS), counted once per state of the view."""
+        counts = self._counts
+        count = counts.get("unseen")
+        if count is None:
+            count = counts["unseen"] = sum(1 for message in self.messages if SEEN not in message.flags)
+        return count
 
     def first_unseen(self) -> int | None:
-        """The sequence number of the first message without \\Seen (SELECT's ``[UNSEEN n]``)."""
-        for index, message in enumerate(self.messages):
-            if SEEN not in message.flags:
-                return index + 1
-        return None
+        """The sequence number of the first message without \\Seen (SELECT's ``[UNSEEN n]``), found once per
+        state of the view (0 stands for none)."""
+        counts = self._counts
+        first = counts.get("first_unseen")
+        if first is None:
+            first = next(
+                (index + 1 for index, message in enumerate(self.messages) if SEEN not in message.flags), 0
+            )
+            counts["first_unseen"] = first
+        return first or None
 
     def watch_paths(self) -> tuple[Path, ...]:
         """What changes when the folder changes, for an IDLE that waits on inotify instead of polling."""
@@ -393,18 +409,47 @@ class Folder:
             self._waiting = self._lowest_in_new
         return self._apply(files, report_expunges=report_expunges, keywords_changed=keywords_changed)
 
+    def sync_from_snapshot(self) -> bool:
+        """The first sync when the disk shows nothing changed since the process's last full view of the
+        folder (its snapshot): four ``stat`` calls and a read of the \\Recent marker, no scan, no lock, no
+        write, nothing copied, so cheap enough for the server's event loop. True if done (the view is then
+        what :meth:`sync` would have made, :attr:`recent` included); False, with nothing changed, when the
+        folder must be read or written: call :meth:`sync` (from a worker thread)."""
+        with self._mutex:
+            if self._synced or self._snapshots is None:
+                return False
+            snapshot = self._snapshots.get(self._directory)
+            if snapshot is None or (not self.readonly and snapshot.lowest_in_new is not None):
+                return False  # a read-write session scans to claim what waits in new/
+            if not (snapshot.keywords.unchanged_on_disk() and snapshot.uidlist.unchanged_on_disk()):
+                return False
+            if self._directory_stamp() != snapshot.stamp:
+                return False
+            highest = snapshot.uids[-1] if snapshot.uids else 0
+            marker = self._read_recent_marker(snapshot.uidlist.uidvalidity)
+            if not self.readonly and (marker is None or marker < highest):
+                return False  # this session is the first told of some: the marker must be raised
+            self._adopt(snapshot)
+            self._mark_recent(marker, highest)
+            return True
+
     def _adopt_snapshot(self) -> None:
         """Start from the process's last full view of this folder (the usual checks then prove it current
-        or catch it up, as for this session's own previous view). Nothing big is copied: messages are
-        shared, the uid list's dictionaries too until one side changes them."""
+        or catch it up, as for this session's own previous view)."""
         snapshot = self._snapshots.get(self._directory) if self._snapshots is not None else None
-        if snapshot is None:
-            return
+        if snapshot is not None:
+            self._adopt(snapshot)
+
+    def _adopt(self, snapshot: Snapshot) -> None:
+        """Nothing big is copied: the message lists (and what was counted in them) are shared until this
+        view changes them, the uid list's dictionaries until either side changes them."""
         self._uidlist = snapshot.uidlist.copy()
         self._keywords = snapshot.keywords.copy()
         self._flag_sets = dict(snapshot.flag_sets)
-        self.messages = list(snapshot.messages)
-        self._uids = list(snapshot.uids)
+        self.messages = snapshot.messages
+        self._uids = snapshot.uids
+        self._counts = snapshot.counts
+        self._view_shared = True
         self.uidvalidity = snapshot.uidlist.uidvalidity
         self._synced = True
         self._stamp = snapshot.stamp
@@ -422,11 +467,30 @@ class Folder:
                 uidlist=self._uidlist.copy(),
                 keywords=self._keywords.copy(),
                 flag_sets=dict(self._flag_sets),
-                messages=tuple(self.messages),
-                uids=tuple(self._uids),
+                messages=self.messages,
+                uids=self._uids,
+                counts=self._counts,
                 lowest_in_new=self._waiting,
             ),
         )
+        self._view_shared = True
+
+    def _own_view(self) -> None:
+        """Before the view's lists change (an item replaced, one added): copy them if a snapshot shares
+        them (copy on write), and forget what was counted in them."""
+        if self._view_shared:
+            self.messages = list(self.messages)
+            self._uids = list(self._uids)
+            self._view_shared = False
+            self._counts = {}  # the snapshot's, which others may still fill in
+        elif self._counts:
+            self._counts = {}
+
+    def _set_view(self, messages: list[Message], uids: list[int]) -> None:
+        """A new view, its lists this view's own."""
+        self.messages, self._uids = messages, uids
+        self._view_shared = False
+        self._counts = {}
 
     def _judge_recent(self) -> None:
         """\\Recent (RFC 3501 §2.3.2): each message is recent for the first session told of it, whichever
@@ -438,19 +502,23 @@ class Folder:
         highest = self._uids[-1] if self._uids else 0
         if self._recent_judged is not None and highest <= self._recent_judged:
             return
-        marker = self._read_recent_marker()
+        marker = self._read_recent_marker(self._uidlist.uidvalidity)
         if not self.readonly and (marker is None or marker < highest):
             with self._locked():
-                marker = self._read_recent_marker()
+                marker = self._read_recent_marker(self._uidlist.uidvalidity)
                 if marker is None or marker < highest:
                     self._write_recent_marker(highest)
+        self._mark_recent(marker, highest)
+
+    def _mark_recent(self, marker: int | None, highest: int) -> None:
+        """The UIDs above the marker (as read, or as it was before this session raised it) are recent."""
         if marker is None:
             marker = highest if self._lowest_in_new is None else self._lowest_in_new - 1
         lowest = max(marker, self._recent_judged or 0)
         self.recent.update(self._uids[bisect.bisect_right(self._uids, lowest) :])
         self._recent_judged = highest
 
-    def _read_recent_marker(self) -> int | None:
+    def _read_recent_marker(self, uidvalidity: int) -> int | None:
         try:
             fd = os.open(os.path.join(self._directory, RECENT_FILE), os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -463,7 +531,7 @@ class Folder:
             raise MaildirError(f"cannot read {RECENT_FILE} of {self.name!r}: {exc.strerror or exc}") from exc
         if len(fields) != 2 or not all(field.isdigit() for field in fields):
             return None
-        if int(fields[0]) != self._uidlist.uidvalidity:
+        if int(fields[0]) != uidvalidity:
             return None
         return int(fields[1])
 
@@ -487,6 +555,11 @@ class Folder:
         with self._mutex:
             self._persist_sizes(force=True)
 
+    @property
+    def close_writes(self) -> bool:
+        """Whether :meth:`close` has anything to write (else it costs nothing: no worker thread needed)."""
+        return bool(self._pending_sizes)
+
     def _lowest_waiting(self, files: dict[str, str]) -> int | None:
         """The lowest UID of the files in new/, if any (places are interned: a set of them is small)."""
         if all(place[0] != "n" for place in set(files.values())):
@@ -497,7 +570,7 @@ class Folder:
         )
 
     def _forget_view(self) -> None:
-        self.messages, self._uids = [], []
+        self._set_view([], [])
         self.recent, self.gone = set(), set()
         self._recent_judged = None
         self._synced = False
@@ -734,6 +807,7 @@ class Folder:
                 gone.discard(message.uid)
             if place != message.place or recompute:
                 flags = self._flags_of(place)
+                self._own_view()  # a copy the first time: the loop goes on over the equal original
                 self.messages[index] = message.moved(place, flags)
                 if flags != message.flags:
                     changed.append(message.uid)
@@ -751,6 +825,7 @@ class Folder:
                 )
                 continue
             place = unknown[basename]
+            self._own_view()
             self.messages.append(Message(uid, basename, place, self._flags_of(place)))
             self._uids.append(uid)
             added.append(uid)
@@ -763,12 +838,12 @@ class Folder:
         for distinct in set(files.values()):
             self._flags_of(distinct)
         flag_sets, get = self._flag_sets, files.get
-        self.messages = [
+        messages = [
             Message(uid, name, place, flag_sets[place])
             for name, uid in self._uidlist.uids.items()
             if (place := get(name)) is not None
         ]
-        self._uids = [message.uid for message in self.messages]
+        self._set_view(messages, [message.uid for message in messages])
         return list(self._uids)
 
     def _drop_expunged(self) -> tuple[list[int], list[int]]:
@@ -784,8 +859,7 @@ class Folder:
                 self.recent.discard(message.uid)
             else:
                 kept.append(message)
-        self.messages = kept
-        self._uids = [message.uid for message in kept]
+        self._set_view(kept, [message.uid for message in kept])
         self.gone.clear()
         return expunged, sequences
 
@@ -816,9 +890,20 @@ class Folder:
         if not self._pending_sizes or (not force and len(self._pending_sizes) < SIZES_PER_REWRITE):
             return
         with self._locked():
+            # When the snapshot is this view and its uid list what is on disk (no other writer while we
+            # hold the lock), it still is after the rewrite, with the sizes: keep it current, or the next
+            # session's SELECT would read the whole uid list again and scan the folder.
+            snapshots = self._snapshots
+            snapshot = snapshots.get(self._directory) if snapshots is not None else None
+            if snapshot is not None and not (
+                snapshot.messages is self.messages and snapshot.uidlist.unchanged_on_disk()
+            ):
+                snapshot = None
             self._refresh_uidlist_locked()
             self._apply_pending_sizes()
             self._uidlist.rewrite()
+            if snapshots is not None and snapshot is not None:
+                snapshots.put(self._directory, dataclasses.replace(snapshot, uidlist=self._uidlist.copy()))
 
     # Reading messages
 
@@ -918,6 +1003,7 @@ class Folder:
         place = place_of(message.basename, location)
         flags = self._flags_of(place)
         if place != message.place:
+            self._own_view()
             self.messages[index] = message.moved(place, flags)
         return flags != message.flags
 
@@ -1180,16 +1266,20 @@ class Snapshot:
     uidlist: UidList
     keywords: Keywords
     flag_sets: dict[str, frozenset[str]]
-    messages: tuple[Message, ...]
-    uids: tuple[int, ...]
+    messages: list[Message]
+    """The view's lists, shared with the sessions that start from it: never changed (copy on write, see
+    :meth:`Folder._own_view`)."""
+    uids: list[int]
+    counts: dict[str, int]
+    """What was counted in ``messages`` (see :meth:`Folder.first_unseen`), filled in by the first to count."""
     lowest_in_new: int | None
     """The lowest UID still in new/ (a read-write session starting from it scans, to claim them)."""
 
 
 class SnapshotCache:
     """The last full view of each folder, for the next session of this process that opens it: a warm
-    SELECT then costs a few ``stat`` calls and list copies instead of a scan and a uid list read (the
-    role Dovecot's index plays). Least recently used views are dropped beyond ``max_messages``."""
+    SELECT then costs a few ``stat`` calls instead of a scan and a uid list read (the role Dovecot's
+    index plays). Least recently used views are dropped beyond ``max_messages``."""
 
     def __init__(self, max_messages: int = MAX_CACHED_MESSAGES) -> None:
         self.max_messages = max_messages
@@ -1407,7 +1497,8 @@ class MailStore:
 
     def _existing_path(self, name: str) -> Path:
         if is_inbox(name):
-            self.maildir.ensure()
+            if not os.path.isdir(os.path.join(self.maildir.path, "cur")):
+                self.maildir.ensure()  # INBOX is made when missing; when it is there, one stat
             return self.maildir.path
         path = self.maildir.folder_path(name)
         if not (path / "cur").is_dir():

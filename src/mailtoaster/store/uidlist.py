@@ -301,6 +301,19 @@ class UidList:
     def lock(self, *, timeout: float = LOCK_TIMEOUT_SECONDS) -> DotLock:
         return DotLock(self.path, timeout=timeout)
 
+    def unchanged_on_disk(self) -> bool:
+        """Whether the file is still the one this view last read (same inode, size and mtime): one
+        ``stat``, nothing read or changed. False when it cannot be told."""
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return False
+        return (
+            (status.st_dev, status.st_ino) == self._identity
+            and status.st_size == self._size
+            and status.st_mtime_ns == self._mtime_ns
+        )
+
     def refresh(self) -> bool:
         """Bring this view up to date with the file; True if anything changed.
 
@@ -657,20 +670,30 @@ class Keywords:
         twin.names = list(self.names)
         return twin
 
+    def unchanged_on_disk(self) -> bool:
+        """Whether the file is as this view last read it (or still missing): one ``stat``, nothing read or
+        changed. False when it cannot be told."""
+        try:
+            return self._disk_stamp() == self._stamp
+        except OSError:
+            return False
+
     def refresh(self) -> bool:
         """Re-read the file if it changed (by inode, size or mtime); True if the names changed."""
-        try:
-            status = os.stat(self.path)
-        except FileNotFoundError:
-            stamp = None
-        else:
-            stamp = (status.st_ino, status.st_size, status.st_mtime_ns)
+        stamp = self._disk_stamp()
         if stamp == self._stamp:
             return False
         self._stamp = stamp
         before = list(self.names)
         self.names = _read_keywords(self.path) if stamp is not None else [None] * MAX_KEYWORDS
         return self.names != before
+
+    def _disk_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (status.st_ino, status.st_size, status.st_mtime_ns)
 
     def name(self, letter: str) -> str:
         index = ord(letter) - ord(FIRST_KEYWORD_LETTER)
