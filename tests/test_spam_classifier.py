@@ -33,11 +33,14 @@ from mailtoaster.spam.counts import CountsTable
 from mailtoaster.spam.mime import parse_message
 from mailtoaster.spam.scoring import (
     RULES,
+    SPAM_TOKENS,
     RuleHit,
     auth_rules,
     bayes_rules,
+    bayes_token_rules,
     header_rules,
     render_fields,
+    score_message,
     status_value,
 )
 from mailtoaster.spam.store import TokenCounts, Totals
@@ -101,6 +104,46 @@ def test_clue_selection_and_minimum_learned() -> None:
     assert classify(["strong"], counts, Totals(199, 500), PARAMS).probability is None
     assert classify(["strong"], counts, Totals(500, 199), PARAMS).probability is None
     assert classify(["strong"], counts, Totals(200, 200), PARAMS).probability == pytest.approx(1.0, abs=0.1)
+
+
+def test_strong_spam_tokens_are_counted_over_every_token_not_only_the_clues() -> None:
+    """f >= 0.95 needs 5 spam and no ham (Robinson's prior pulls a token seen once to 0.85); the
+    count covers tokens the clue cap leaves out, and the padding's ham tokens do not lower it."""
+    totals = Totals(200, 200)
+    counts = CountsTable(
+        {"once": (1, 0), "four": (4, 0), "five": (5, 0), "many": (60, 0), "mixed": (60, 2), "ham": (0, 60)}
+    )
+    assert (
+        token_probability(TokenCounts(5, 0), totals, PARAMS)
+        >= 0.95
+        > token_probability(TokenCounts(4, 0), totals, PARAMS)
+    )
+    tokens = ["once", "four", "five", "many", "mixed", "ham", "unknown"]
+    assert classify(tokens, counts, totals, PARAMS).spam_tokens == 3  # five, many, mixed
+    assert classify(tokens, counts, totals, BayesParams(max_clues=1)).spam_tokens == 3
+    assert classify(tokens, counts, totals, BayesParams(strong_spam=0.99)).spam_tokens == 1
+    assert classify(tokens, counts, Totals(10, 10), PARAMS).spam_tokens == 0  # too few learned: no result
+
+
+def test_spam_padded_with_ham_text_hits_bayes_spam_tokens() -> None:
+    """The rule reads the count, whatever the probability: the padded message is unsure (near 0.5),
+    yet its SPAM_TOKENS strong spam tokens hit; one fewer does not."""
+    totals = Totals(400, 400)
+    spammy = {f"offer{i}": (40, 0) for i in range(SPAM_TOKENS)}
+    padding = {f"word{i}": (0, 40) for i in range(SPAM_TOKENS)}
+    counts = CountsTable({**spammy, **padding})
+    padded = classify([*spammy, *padding], counts, totals, PARAMS)
+    assert padded.probability == pytest.approx(0.5, abs=0.01) and padded.spam_tokens == SPAM_TOKENS
+    assert bayes_token_rules(padded) == ["BAYES_SPAM_TOKENS"]
+    short = classify([*list(spammy)[1:], *padding], counts, totals, PARAMS)
+    assert bayes_token_rules(short) == []
+    score = score_message(parse_message(b"Subject: hi\n\nhello\n"), padded)
+    assert "BAYES_SPAM_TOKENS" in score.tests
+    without = score_message(parse_message(b"Subject: hi\n\nhello\n"), short)
+    assert set(score.tests) - set(without.tests) == {"BAYES_SPAM_TOKENS"} and "BAYES_50" in without.tests
+    assert score.points == pytest.approx(without.points + RULES["BAYES_SPAM_TOKENS"].points)
+    unlearned = classify([*spammy], counts, Totals(10, 10), PARAMS)
+    assert unlearned.probability is None and bayes_token_rules(unlearned) == []
 
 
 # Rules and the fields the server adds ----------------------------------------------------------------

@@ -52,6 +52,8 @@ class BayesParams:
     max_clues: int = 150
     min_learned: int = DEFAULT_MIN_LEARNED
     """Spam and ham messages each needed before any probability is given."""
+    strong_spam: float = 0.95
+    """A token with ``f`` at least this counts in :attr:`BayesResult.spam_tokens`."""
 
 
 class Clue(NamedTuple):
@@ -72,6 +74,11 @@ class BayesResult:
     """The clues used, strongest first."""
     totals: Totals
     """The learned messages of the scope that was read."""
+    spam_tokens: int = 0
+    """How many of the message's tokens (all of them, not only the clues) are almost only seen in
+    spam (``f >= strong_spam``). Fisher's method calls a message unsure when strong evidence points
+    both ways, which is what spam padded with copied text looks like: dozens of spam tokens, and the
+    padding's ham tokens. This count keeps what the combination throws away (a scoring rule reads it)."""
 
     def telling(self, count: int = 10) -> tuple[Clue, ...]:
         """The ``count`` strongest clues."""
@@ -120,7 +127,8 @@ def select_clues(
 ) -> tuple[Clue, ...]:
     """The telling tokens (step 3), strongest first; ties keep the message's token order."""
     return tuple(
-        Clue(token, f, s, h) for _d, token, (f, _l, _m), (s, h) in _candidates(tokens, counts, totals, params)
+        Clue(token, f, s, h)
+        for _d, token, (f, _l, _m), (s, h) in _candidates(tokens, counts, totals, params)[0]
     )
 
 
@@ -130,30 +138,38 @@ _Candidate = tuple[float, str, tuple[float, float, float], tuple[int, int]]
 _NOT_TELLING: _Telling = (0.0, (0.5, 0.0, 0.0))
 _MEMO_PAIRS = 100_000
 _memo: dict[tuple[Totals, BayesParams], dict[tuple[int, int] | None, _Telling]] = {}
+_strong_memo: dict[tuple[Totals, BayesParams], set[tuple[int, int] | None]] = {}
+"""The pairs of each memo whose f reaches ``strong_spam``."""
 
 
 def _candidates(
     tokens: Iterable[str], counts: Mapping[str, TokenCounts], totals: Totals, params: BayesParams
-) -> list[_Candidate]:
-    """The clues as (deviation, token, (f, ln f, ln(1 - f)), (spam, ham)), strongest first. Most tokens
-    share a few small (spam, ham) pairs, so each pair's f and logarithms are worked out once for a
-    scope's totals, not once per token and message."""
+) -> tuple[list[_Candidate], int]:
+    """The clues as (deviation, token, (f, ln f, ln(1 - f)), (spam, ham)), strongest first, and the
+    number of tokens with ``f >= strong_spam``. Most tokens share a few small (spam, ham) pairs, so
+    each pair's f and logarithms are worked out once for a scope's totals, not once per token and
+    message."""
     raw: Mapping[str, tuple[int, int] | None] = (
         counts.raw if isinstance(counts, CountsTable) else {t: (c.spam, c.ham) for t, c in counts.items()}
     )
     if totals.spam <= 0 or totals.ham <= 0:
-        return []
-    known = _memo.get((totals, params))
-    if known is None or len(known) > _MEMO_PAIRS:
+        return [], 0
+    key = (totals, params)
+    known, strong = _memo.get(key), _strong_memo.get(key)
+    if known is None or strong is None or len(known) > _MEMO_PAIRS:
         if len(_memo) >= 8:
             _memo.clear()
+            _strong_memo.clear()
         # A new memo, never one cleared in place: another thread may be reading this one. None is a
         # token never learned: f = x = 0.5, never a clue.
-        known = _memo[(totals, params)] = {None: _NOT_TELLING}
+        known = _memo[key] = {None: _NOT_TELLING}
+        strong = _strong_memo[key] = set()
     listed = tokens if isinstance(tokens, list | tuple) else list(tokens)
     pairs = list(map(raw.get, listed))
     for found in set(pairs).difference(known):
-        known[found] = _telling(found, totals, params)  # type: ignore[arg-type]  # None is in known
+        telling = known[found] = _telling(found, totals, params)  # type: ignore[arg-type]  # None is in known
+        if telling[1][0] >= params.strong_spam:
+            strong.add(found)
     candidates = [
         (telling[0], token, telling[1], found)
         for token, found, telling in zip(listed, pairs, map(known.__getitem__, pairs), strict=True)
@@ -161,7 +177,8 @@ def _candidates(
     ]
     candidates.sort(key=itemgetter(0), reverse=True)
     del candidates[params.max_clues :]
-    return cast(list[_Candidate], candidates)  # a clue's pair is never None (None is not telling)
+    spam_tokens = sum(map(strong.__contains__, pairs)) if strong else 0
+    return cast(list[_Candidate], candidates), spam_tokens  # a clue's pair is never None (not telling)
 
 
 def _telling(found: tuple[int, int], totals: Totals, params: BayesParams) -> _Telling:
@@ -195,7 +212,7 @@ def classify(
     """The Bayes result for a message's tokens, given the scope's counts for them and its totals."""
     if totals.spam < params.min_learned or totals.ham < params.min_learned:
         return BayesResult(None, (), totals)
-    candidates = _candidates(tokens, counts, totals, params)
+    candidates, spam_tokens = _candidates(tokens, counts, totals, params)
     log_f = log_1_minus_f = 0.0
     clues = []
     new = tuple.__new__  # a Clue without the Python-level __new__ of a named tuple: 150 per message
@@ -203,4 +220,4 @@ def classify(
         log_f += log_p
         log_1_minus_f += log_q
         clues.append(new(Clue, (token, f, s, h)))
-    return BayesResult(_combine(log_f, log_1_minus_f, len(candidates)), tuple(clues), totals)
+    return BayesResult(_combine(log_f, log_1_minus_f, len(candidates)), tuple(clues), totals, spam_tokens)

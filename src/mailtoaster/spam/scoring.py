@@ -32,6 +32,9 @@ from mailtoaster.spam.rules import body_rules, trace_rules
 from mailtoaster.verify.report import VerifyReport
 
 DEFAULT_REQUIRED = 5.0
+SPAM_TOKENS = 20
+"""BAYES_SPAM_TOKENS hits a message with at least this many strong spam tokens
+(:attr:`~mailtoaster.spam.classifier.BayesResult.spam_tokens`)."""
 Verdict = Literal["spam", "ham"]
 
 
@@ -54,6 +57,9 @@ _RULE_LIST = (
     Rule("BAYES_95", 3.0, "Bayes spam probability is 95 to 99%"),
     Rule("BAYES_99", 4.0, "Bayes spam probability is 99 to 100%"),
     Rule("BAYES_999", 1.0, "Bayes spam probability is 99.9 to 100%"),
+    Rule(
+        "BAYES_SPAM_TOKENS", 2.0, f"{SPAM_TOKENS} or more tokens seen almost only in spam (Bayes f >= 0.95)"
+    ),
     # Header checks.
     Rule("MISSING_DATE", 1.0, "Missing Date: header"),
     Rule("MISSING_MID", 0.5, "Missing Message-Id: header"),
@@ -140,13 +146,22 @@ class SpamScore:
 
 
 def bayes_rules(probability: float | None) -> list[str]:
-    """The BAYES_* rules a probability hits (none without a probability)."""
+    """The BAYES_* band rules a probability hits (none without a probability)."""
     if probability is None:
         return []
     for bound, name in BAYES_BANDS:
         if probability < bound:
             return [name]
     return ["BAYES_99", "BAYES_999"] if probability >= 0.999 else ["BAYES_99"]
+
+
+def bayes_token_rules(bayes: BayesResult) -> list[str]:
+    """BAYES_SPAM_TOKENS, when the classifier gave a probability and the message has
+    :data:`SPAM_TOKENS` or more strong spam tokens, whatever the probability: spam padded with copied
+    text sits near 0.5, its spam tokens outvoted in Fisher's combination, not outnumbered."""
+    if bayes.probability is None or bayes.spam_tokens < SPAM_TOKENS:
+        return []
+    return ["BAYES_SPAM_TOKENS"]
 
 
 _MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
@@ -225,7 +240,7 @@ def score_message(
 ) -> SpamScore:
     """Add up the rules that hit: Bayes, header checks and, with a report, authentication."""
     table = RULES if rules is None else rules
-    names = [*bayes_rules(bayes.probability), *header_rules(message)]
+    names = [*bayes_rules(bayes.probability), *bayes_token_rules(bayes), *header_rules(message)]
     if report is not None:
         names.extend(auth_rules(report))
     hits = tuple(RuleHit(name, table[name].points, table[name].description) for name in names)
