@@ -16,9 +16,11 @@ the text: the rows are about half as long, the file less than half as large. The
 kept (``counts()`` answers by the tokens it was asked about). ``learned`` is Unix time in whole
 seconds.
 
-Scoring asks for all of a message's tokens in one statement (the ids travel as one JSON array,
-unpacked by ``json_each`` inside SQLite), so a message costs one round trip however many tokens it
-has.
+Scoring reads a scope's whole ``tokens`` table into memory once (an image, see
+:meth:`SqliteTokenStore._image`; read again after ``tokens`` changes, which ``meta.tokens`` counts)
+and answers from it. Without an image (inside a learning batch, or a scope past :data:`IMAGE_ROWS`),
+it asks for all of a message's tokens in one statement (the ids travel as one JSON array, unpacked by
+``json_each`` inside SQLite), so a message costs one round trip however many tokens it has.
 
 Learning appends one ``journal`` row per message and scope (its token ids as one JSON array): a
 commit writes a page or two, where updating ``tokens`` row by row rewrote the ~300 leaf pages a
