@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailtoaster.store import Maildir
 from mailtoaster.store.errors import FolderNameError, MaildirError
@@ -37,6 +39,7 @@ from mailtoaster.store.folder import (
     combine_letters,
     crlf_size,
     maildir_sort_key,
+    maildir_sorted,
     size_field,
 )
 from tests.peers import require
@@ -99,6 +102,48 @@ def test_select_assigns_uids_in_delivery_order_and_claims_new_mail(box: Maildir,
     other = store.select("INBOX")
     assert other.recent == set(), "\\Recent belongs to the first session only"
     assert [message.uid for message in other.messages] == [1, 2, 3]
+
+
+def test_first_select_reads_the_directories_once_unless_they_change_before_the_lock(
+    box: Maildir, store: MailStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UIDs are assigned under the uid list's lock from the scan made before it when new/ and cur/
+    provably have not changed since (one listing of a big folder, not two); a delivery between that
+    scan and the lock makes it scan again, so the new message gets its UID in the same SELECT."""
+    for subject in ("one", "two", "three"):
+        deliver(box, subject)
+    for name in ("cur", "new"):
+        past = time.time() - 10
+        os.utime(box.path / name, (past, past))
+    listings: list[str] = []
+    original = Folder._read_directory
+
+    def counted(folder: Folder, subdirectory: str) -> dict[str, str]:
+        listings.append(subdirectory)
+        return original(folder, subdirectory)
+
+    monkeypatch.setattr(Folder, "_read_directory", counted)
+    assert [message.uid for message in store.select("INBOX").messages] == [1, 2, 3]
+    assert listings == ["new", "cur"], "one scan: the directories were as it read them"
+
+    deliver(box, "four")
+    os.utime(box.path / "new", (time.time() - 5, time.time() - 5))
+    listings.clear()
+    raced = False
+
+    def delivering(folder: Folder, subdirectory: str) -> dict[str, str]:
+        nonlocal raced
+        files = counted(folder, subdirectory)
+        if subdirectory == "cur" and not raced:  # the first scan is done: mail comes in before the lock
+            raced = True
+            deliver(box, "five")
+        return files
+
+    monkeypatch.setattr(Folder, "_read_directory", delivering)
+    other = store.select("INBOX")
+    assert subjects(other)[-2:] == ["four", "five"]
+    assert [message.uid for message in other.messages] == [1, 2, 3, 4, 5]
+    assert listings == ["new", "cur", "new", "cur"], "scanned again under the lock"
 
 
 def test_appended_and_copied_messages_are_recent_for_the_first_session_told(
@@ -276,6 +321,27 @@ def test_uid_order_follows_the_time_in_the_name() -> None:
         "1700000001.M900000P1.host",
         "1700000002.M5P1.host",
     ]
+
+
+_name_piece = st.sampled_from(
+    ["1700000001", "999", "", ".", "M", "M20", "M900000", "P1", "host", ",S=4", "x", "00"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(st.lists(_name_piece, max_size=6).map("".join), unique=True, max_size=150))
+def test_bulk_sort_is_the_sort_by_key(names: list[str]) -> None:
+    """maildir_sorted makes the keys with one regular expression over all the names: the same order as
+    sorting by maildir_sort_key, for few names (sorted by key) and many (in bulk) alike."""
+    assert maildir_sorted(names) == sorted(names, key=maildir_sort_key)
+    assert maildir_sorted(iter(names * 1)) == sorted(names, key=maildir_sort_key)
+
+
+def test_bulk_sort_of_many_maildir_names() -> None:
+    names = [f"{1700000000 + (n * 7919) % 1000}.M{(n * 104729) % 999999}P{n}.host,S={n}" for n in range(5000)]
+    names += ["weird-name", "12.abc", "M5", "13"]
+    assert maildir_sorted(names) == sorted(names, key=maildir_sort_key)
+    assert maildir_sorted([*names, "line\nfeed"]) == sorted([*names, "line\nfeed"], key=maildir_sort_key)
 
 
 # Flags and keywords
