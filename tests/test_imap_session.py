@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from argon2 import PasswordHasher
 
 from mailtoaster.imap.session import ImapSession, SessionServices, SessionSettings, is_loopback
 from mailtoaster.store import Directory, Maildir
+from mailtoaster.store.folder import Folder
 from tests.imapserver import ALICE, ALICE_PASSWORD, DOMAIN, message
 
 TIMEOUT = 10.0
@@ -362,3 +365,67 @@ async def test_autologout_before_login(services: SessionServices) -> None:
     await session.line()
     assert await session.line() == b"* BYE Autologout; idle for too long."
     await session.ended()
+
+
+# A warm SELECT: a folder this process has read and that did not change since is answered from the
+# snapshot on the event loop (no full sync in a worker thread), with the same responses; any change on
+# disk, flags set by another program included, still shows in the next SELECT.
+
+
+@pytest.fixture
+def full_syncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times :meth:`Folder.sync` ran (the worker-thread path)."""
+    calls = [0]
+    real_sync = Folder.sync
+
+    def counting_sync(self: Folder, *, report_expunges: bool = True) -> object:
+        calls[0] += 1
+        return real_sync(self, report_expunges=report_expunges)
+
+    monkeypatch.setattr(Folder, "sync", counting_sync)
+    return calls
+
+
+def age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    for name in ("cur", "new"):
+        os.utime(path / name, (past, past))
+
+
+async def test_a_warm_select_answers_from_the_snapshot_and_sees_later_changes(
+    driver: Driver, directory: Directory, full_syncs: list[int]
+) -> None:
+    box = maildir(directory)
+    box.ensure()
+    for number in range(3):
+        (box.path / "cur" / f"170000000{number}.M1P1.test:2,").write_bytes(b"Subject: x\n\nbody\n")
+    await driver.login()
+    cold = await driver.command(b"SELECT INBOX")
+    assert b"* 3 EXISTS" in cold and b"* OK [UNSEEN 1] First unseen." in cold
+    age(box.path, 10)
+    await driver.command(b"NOOP")  # a full sync of directories old enough to trust: the snapshot
+    full_syncs[0] = 0
+    warm = await driver.command(b"SELECT INBOX")
+    assert full_syncs[0] == 0, "answered from the snapshot"
+    assert warm == cold, "the same responses"
+    assert warm[-1] == b"t OK [READ-WRITE] Select completed."
+    examined = await driver.command(b"EXAMINE INBOX")
+    assert full_syncs[0] == 0 and examined[-1] == b"t OK [READ-ONLY] Examine completed."
+    # another program marks the first message seen: the next SELECT reads the folder again
+    os.rename(box.path / "cur" / "1700000000.M1P1.test:2,", box.path / "cur" / "1700000000.M1P1.test:2,S")
+    age(box.path, 20)
+    changed = await driver.command(b"SELECT INBOX")
+    assert full_syncs[0] == 1
+    assert b"* OK [UNSEEN 2] First unseen." in changed
+    assert b"* 3 EXISTS" in changed and b"* 0 RECENT" in changed
+    # a delivery too
+    box.deliver(Path(_incoming(directory)))
+    delivered = await driver.command(b"SELECT INBOX")
+    assert full_syncs[0] == 2
+    assert b"* 4 EXISTS" in delivered and b"* 1 RECENT" in delivered
+
+
+def _incoming(directory: Directory) -> Path:
+    path = directory.mail_root.parent / "incoming.eml"
+    path.write_bytes(b"Subject: late\r\n\r\nbody\r\n")
+    return path

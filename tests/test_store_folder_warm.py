@@ -6,23 +6,17 @@ changed it."""
 from __future__ import annotations
 
 import io
-import itertools
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mailtoaster.store import Maildir
 from mailtoaster.store.folder import RECENT_FILE, Folder, MailStore, SnapshotCache
+from tests.test_store_folder import seconds_clock
 
 SEEN = "\\Seen"
-
-
-def seconds_clock(start: int = 1_700_000_000) -> Callable[[], int]:
-    counter = itertools.count()
-    return lambda: (start + next(counter)) * 1_000_000_000
 
 
 @pytest.fixture
