@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
+from mailtoaster.imap.fetch import FetchMessage
 from mailtoaster.imap.session import ImapSession, SessionServices, SessionSettings, is_loopback
 from mailtoaster.store import Directory, Maildir
-from mailtoaster.store.folder import Folder
+from mailtoaster.store.folder import Folder, Message
 from tests.imapserver import ALICE, ALICE_PASSWORD, DOMAIN, message
 
 TIMEOUT = 10.0
@@ -58,9 +59,11 @@ class FakeWriter:
 class Driver:
     """One session: ``command`` feeds a line and returns the lines up to its tagged answer."""
 
-    def __init__(self, services: SessionServices, peer: str = "127.0.0.1") -> None:
+    def __init__(
+        self, services: SessionServices, peer: str = "127.0.0.1", writer: FakeWriter | None = None
+    ) -> None:
         self.reader = asyncio.StreamReader()
-        self.writer = FakeWriter()
+        self.writer = writer or FakeWriter()
         self.session = ImapSession(self.reader, self.writer, services, peer=peer)
         self.task = asyncio.create_task(self.session.run())
         self._read = 0
@@ -429,3 +432,53 @@ def _incoming(directory: Directory) -> Path:
     path = directory.mail_root.parent / "incoming.eml"
     path.write_bytes(b"Subject: late\r\n\r\nbody\r\n")
     return path
+
+
+# A FETCH whose client goes away mid-response: the session makes the next batch in a worker thread
+# while it writes one, and must let that thread finish before it closes the response generator.
+
+
+class FailingWriter(FakeWriter):
+    """A connection that breaks once ``allowed`` bytes were written."""
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__()
+        self.allowed = allowed
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0.01)  # the next batch is being made meanwhile
+        if len(self.data) > self.allowed:
+            raise ConnectionResetError("the client went away")
+
+
+async def test_a_client_gone_mid_fetch_ends_the_session_cleanly(
+    services: SessionServices,
+    directory: Directory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mailtoaster.imap.mailbox as mailbox_module
+
+    real_open = mailbox_module.open_fetch_message
+
+    def slow_open(folder: Folder, message: Message) -> FetchMessage:
+        time.sleep(0.03)  # inside the response generator: still making the next batch when the client goes
+        return real_open(folder, message)
+
+    monkeypatch.setattr(mailbox_module, "open_fetch_message", slow_open)
+    box = maildir(directory)
+    box.ensure()
+    body = b"".join(b"line %d of a long message\n" % number for number in range(12_000))  # ~300 KB
+    for number in range(8):
+        (box.path / "cur" / f"170000000{number}.M1P1.test:2,S").write_bytes(b"Subject: big\n\n" + body)
+    caplog.set_level(logging.INFO)
+    driver = Driver(services, writer=FailingWriter(allowed=400_000))  # breaks after the first 256 KB batch
+    await driver.line()
+    await driver.login()
+    await driver.command(b"SELECT INBOX")
+    driver.feed(b"f FETCH 1:8 (BODY.PEEK[])\r\n")
+    await asyncio.wait_for(driver.task, TIMEOUT)
+    assert driver.writer.closed
+    assert len(driver.writer.data) < 8 * len(body), "the response stopped where the connection broke"
+    assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
+    assert not [record for record in caplog.records if "generator" in record.getMessage()]

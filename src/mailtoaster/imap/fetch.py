@@ -190,8 +190,11 @@ Piece = _Raw | bytes
 
 
 def to_crlf(chunk: bytes) -> bytes:
-    """Every LF without a CR before it becomes CRLF (a lone CR stays); NUL becomes 0x80."""
-    if b"\n" in chunk and chunk.count(b"\n") != chunk.count(b"\r\n"):
+    """Every LF without a CR before it becomes CRLF (a lone CR stays); NUL becomes 0x80. A chunk without
+    any CR (mail stored with LF, the usual case) takes one pass, not four."""
+    if b"\r" not in chunk:
+        chunk = chunk.replace(b"\n", b"\r\n")
+    elif b"\n" in chunk and chunk.count(b"\n") != chunk.count(b"\r\n"):
         chunk = chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if b"\0" in chunk:
         chunk = chunk.replace(b"\0", b"\x80")
@@ -202,7 +205,9 @@ def _raw_size(data: MessageData, piece: _Raw) -> int:
     """Bytes of ``piece`` in CRLF form (a leading LF counts as bare: sections start at line starts)."""
     if piece.end <= piece.start:
         return 0
-    bare = count(data, b"\n", piece.start, piece.end) - count(data, b"\r\n", piece.start, piece.end)
+    bare = count(data, b"\n", piece.start, piece.end)
+    if data.find(b"\r", piece.start, piece.end) >= 0:  # no CR (stored with LF): every LF is bare
+        bare -= count(data, b"\r\n", piece.start, piece.end)
     return piece.end - piece.start + bare
 
 

@@ -381,12 +381,26 @@ def _fetch_response(
 def open_fetch_message(folder: Folder, message: Message) -> fetching.FetchMessage:
     """The message's bytes for FETCH: read when small, mapped when large (found again if another
     process renamed the file). Raises :class:`~mailtoaster.store.MessageGoneError`."""
-    with folder.open_message(message) as handle:
-        size = os.fstat(handle.fileno()).st_size
+    descriptor = folder.open_message_descriptor(message)
+    try:
+        size = os.fstat(descriptor).st_size
         if size < fetching.MMAP_THRESHOLD:
-            return fetching.FetchMessage(handle.read())
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            return fetching.FetchMessage(_read_whole(descriptor, size))
+        mapped = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(descriptor)
     return fetching.FetchMessage(mapped, owned_map=mapped)
+
+
+def _read_whole(descriptor: int, size: int) -> bytes:
+    """The whole file, in one ``read`` when it is ``size`` octets (asking for one more proves the end)."""
+    data = os.read(descriptor, size + 1)
+    if len(data) == size:
+        return data
+    chunks = [data]
+    while chunk := os.read(descriptor, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def take_batch(chunks: Iterator[bytes], budget: int = BATCH_BYTES) -> bytes:

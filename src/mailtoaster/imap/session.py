@@ -882,8 +882,13 @@ class ImapSession:
         outcome = FetchOutcome()
         chunks = mailbox.fetch(targets, wanted, outcome=outcome)
         sent_any = False
+        # The next batch is made in the worker thread while this one is written and drained: the
+        # client reads while the server reads files (one batch ahead, never more).
+        ahead: asyncio.Future[bytes] | None = None
         try:
-            while batch := await asyncio.to_thread(take_batch, chunks):
+            ahead = asyncio.ensure_future(asyncio.to_thread(take_batch, chunks))
+            while batch := await ahead:
+                ahead = asyncio.ensure_future(asyncio.to_thread(take_batch, chunks))
                 self._send(batch)
                 sent_any = True
                 await self._flush()
@@ -897,6 +902,7 @@ class ImapSession:
             await self._bye("Internal error while sending a message.")
             raise _Disconnect("internal error in FETCH") from None
         finally:
+            await _settled(ahead)  # the generator is not closed while a thread runs it
             chunks.close()
         if outcome.missing:
             return no("Some of the requested messages no longer exist.", "EXPUNGEISSUED")
@@ -1019,3 +1025,22 @@ class _Watch:
         self._seen = current
         recent = time.time_ns() - newest < WATCH_DIRTY_SECONDS * 1_000_000_000
         return changed or recent
+
+
+async def _settled(work: asyncio.Future[bytes] | None) -> None:
+    """Wait for a batch still being made in a worker thread (it cannot be stopped), ignoring its outcome;
+    a cancellation of the waiting task is kept for after."""
+    if work is None or work.done():
+        if work is not None and not work.cancelled():
+            work.exception()  # retrieved: no "exception was never retrieved" warning
+        return
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.wait([work])
+        except asyncio.CancelledError:
+            cancelled = True
+    if not work.cancelled():
+        work.exception()
+    if cancelled:
+        raise asyncio.CancelledError

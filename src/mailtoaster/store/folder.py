@@ -928,6 +928,12 @@ class Folder:
         with self._mutex:
             return self._with_file(message, lambda path: open(path, "rb"))
 
+    def open_message_descriptor(self, message: Message) -> int:
+        """:meth:`open_message` as a bare file descriptor (the caller closes it): no buffered file object,
+        whose opening costs several system calls more (FETCH reads a thousand messages in a row)."""
+        with self._mutex:
+            return self._with_file(message, lambda path: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
     def rfc822_size(self, message: Message) -> int:
         """RFC822.SIZE, the size with CRLF line ends: from ``W=`` in the name, else the uid list's ``W``,
         else measured once (and stored in the uid list later, see :data:`SIZES_PER_REWRITE`)."""
