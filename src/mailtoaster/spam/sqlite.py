@@ -180,6 +180,8 @@ def token_ids(tokens: Iterable[str]) -> list[int]:
         return list(map(token_id, listed))
 
 
+_IMAGE_READ = 65536
+"""Rows read at a time into an image."""
 _Image = dict[int, tuple[int, int]]
 """token id -> (spam, ham): a scope's ``tokens`` table in memory."""
 
@@ -190,11 +192,11 @@ def _read_image(db: sqlite3.Connection, scope: int) -> _Image | None:
     image: _Image = {}
     pairs: dict[tuple[int, int], tuple[int, int]] = {}
     cursor = db.execute("SELECT id, spam, ham FROM tokens WHERE scope = ?", (scope,))
-    for found, spam, ham in cursor:
-        if len(image) >= IMAGE_ROWS:
+    while rows := cursor.fetchmany(_IMAGE_READ):  # C-level calls per row, not a Python loop
+        counts = list(map(_pair, rows))
+        image.update(zip(map(_first, rows), map(pairs.setdefault, counts, counts), strict=True))
+        if len(image) > IMAGE_ROWS:
             return None
-        pair = (spam, ham)
-        image[found] = pairs.setdefault(pair, pair)
     return image
 
 
