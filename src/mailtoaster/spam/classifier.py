@@ -132,14 +132,13 @@ def select_clues(
     )
 
 
-_Telling = tuple[float, tuple[float, float, float]]
-"""(|f - 0.5|, (f, ln f, ln(1 - f))) of a pair of counts."""
+_Telling = tuple[float, tuple[float, float, float], bool]
+"""(|f - 0.5|, (f, ln f, ln(1 - f)), f >= strong_spam) of a pair of counts."""
 _Candidate = tuple[float, str, tuple[float, float, float], tuple[int, int]]
-_NOT_TELLING: _Telling = (0.0, (0.5, 0.0, 0.0))
+_NOT_TELLING: _Telling = (0.0, (0.5, 0.0, 0.0), False)
 _MEMO_PAIRS = 100_000
 _memo: dict[tuple[Totals, BayesParams], dict[tuple[int, int] | None, _Telling]] = {}
-_strong_memo: dict[tuple[Totals, BayesParams], set[tuple[int, int] | None]] = {}
-"""The pairs of each memo whose f reaches ``strong_spam``."""
+_strong = itemgetter(2)
 
 
 def _candidates(
@@ -154,30 +153,26 @@ def _candidates(
     )
     if totals.spam <= 0 or totals.ham <= 0:
         return [], 0
-    key = (totals, params)
-    known, strong = _memo.get(key), _strong_memo.get(key)
-    if known is None or strong is None or len(known) > _MEMO_PAIRS:
+    known = _memo.get((totals, params))
+    if known is None or len(known) > _MEMO_PAIRS:
         if len(_memo) >= 8:
             _memo.clear()
-            _strong_memo.clear()
         # A new memo, never one cleared in place: another thread may be reading this one. None is a
         # token never learned: f = x = 0.5, never a clue.
-        known = _memo[key] = {None: _NOT_TELLING}
-        strong = _strong_memo[key] = set()
+        known = _memo[(totals, params)] = {None: _NOT_TELLING}
     listed = tokens if isinstance(tokens, list | tuple) else list(tokens)
     pairs = list(map(raw.get, listed))
     for found in set(pairs).difference(known):
-        telling = known[found] = _telling(found, totals, params)  # type: ignore[arg-type]  # None is in known
-        if telling[1][0] >= params.strong_spam:
-            strong.add(found)
+        known[found] = _telling(found, totals, params)  # type: ignore[arg-type]  # None is in known
+    tellings = list(map(known.__getitem__, pairs))
     candidates = [
         (telling[0], token, telling[1], found)
-        for token, found, telling in zip(listed, pairs, map(known.__getitem__, pairs), strict=True)
+        for token, found, telling in zip(listed, pairs, tellings, strict=True)
         if telling is not _NOT_TELLING
     ]
     candidates.sort(key=itemgetter(0), reverse=True)
     del candidates[params.max_clues :]
-    spam_tokens = sum(map(strong.__contains__, pairs)) if strong else 0
+    spam_tokens = sum(map(_strong, tellings))
     return cast(list[_Candidate], candidates), spam_tokens  # a clue's pair is never None (not telling)
 
 
@@ -194,7 +189,8 @@ def _telling(found: tuple[int, int], totals: Totals, params: BayesParams) -> _Te
     deviation = abs(probability - 0.5)
     if deviation < params.min_deviation or not 0.0 < probability < 1.0:
         return _NOT_TELLING
-    return deviation, (probability, math.log(probability), math.log1p(-probability))
+    logs = (probability, math.log(probability), math.log1p(-probability))
+    return deviation, logs, probability >= params.strong_spam
 
 
 def _combine(log_f: float, log_1_minus_f: float, count: int) -> float:
