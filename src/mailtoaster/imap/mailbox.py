@@ -10,7 +10,6 @@ a few thread hand-offs, not 50,000.
 
 from __future__ import annotations
 
-import mmap
 import operator
 import os
 from collections.abc import Generator, Iterable, Iterator, Sequence
@@ -383,24 +382,9 @@ def open_fetch_message(folder: Folder, message: Message) -> fetching.FetchMessag
     process renamed the file). Raises :class:`~mailtoaster.store.MessageGoneError`."""
     descriptor = folder.open_message_descriptor(message)
     try:
-        size = os.fstat(descriptor).st_size
-        if size < fetching.MMAP_THRESHOLD:
-            return fetching.FetchMessage(_read_whole(descriptor, size))
-        mapped = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
+        return fetching.message_from_descriptor(descriptor)
     finally:
         os.close(descriptor)
-    return fetching.FetchMessage(mapped, owned_map=mapped)
-
-
-def _read_whole(descriptor: int, size: int) -> bytes:
-    """The whole file, in one ``read`` when it is ``size`` octets (asking for one more proves the end)."""
-    data = os.read(descriptor, size + 1)
-    if len(data) == size:
-        return data
-    chunks = [data]
-    while chunk := os.read(descriptor, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def take_batch(chunks: Iterator[bytes], budget: int = BATCH_BYTES) -> bytes:

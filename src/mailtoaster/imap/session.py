@@ -1030,9 +1030,7 @@ class _Watch:
 async def _settled(work: asyncio.Future[bytes] | None) -> None:
     """Wait for a batch still being made in a worker thread (it cannot be stopped), ignoring its outcome;
     a cancellation of the waiting task is kept for after."""
-    if work is None or work.done():
-        if work is not None and not work.cancelled():
-            work.exception()  # retrieved: no "exception was never retrieved" warning
+    if work is None:
         return
     cancelled = False
     while not work.done():
@@ -1041,6 +1039,6 @@ async def _settled(work: asyncio.Future[bytes] | None) -> None:
         except asyncio.CancelledError:
             cancelled = True
     if not work.cancelled():
-        work.exception()
+        work.exception()  # retrieved: no "exception was never retrieved" warning
     if cancelled:
         raise asyncio.CancelledError

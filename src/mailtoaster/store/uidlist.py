@@ -308,11 +308,12 @@ class UidList:
             status = os.stat(self.path)
         except OSError:
             return False
-        return (
-            (status.st_dev, status.st_ino) == self._identity
-            and status.st_size == self._size
-            and status.st_mtime_ns == self._mtime_ns
-        )
+        return self._is_as_read(status)
+
+    def _is_as_read(self, status: os.stat_result) -> bool:
+        """Whether ``status`` is the file this view last read: same inode, size and mtime."""
+        same_file = (status.st_dev, status.st_ino) == self._identity
+        return same_file and (status.st_size, status.st_mtime_ns) == (self._size, self._mtime_ns)
 
     def refresh(self) -> bool:
         """Bring this view up to date with the file; True if anything changed.
@@ -327,11 +328,9 @@ class UidList:
             return changed
         except OSError as exc:
             raise MaildirError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
-        identity = (status.st_dev, status.st_ino)
-        unchanged = (status.st_size, status.st_mtime_ns) == (self._size, self._mtime_ns)
-        if identity == self._identity and unchanged:
+        if self._is_as_read(status):
             return False
-        appended = identity == self._identity and status.st_size > self._size
+        appended = (status.st_dev, status.st_ino) == self._identity and status.st_size > self._size
         try:
             self._read(from_offset=self._offset if appended else 0)
         except UidListCorruptError:
