@@ -73,7 +73,17 @@ TOKEN_ID_MODULUS = 9_223_372_036_854_775_783
 """The largest prime below 2**63: token ids are the token's UTF-8 octets, read as one big-endian
 number, modulo this prime (a Karp-Rabin fingerprint), so they fit SQLite's signed 64-bit integers."""
 
-_SCHEMA = """
+_TOKENS_TABLE = """(
+    scope INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    spam INTEGER NOT NULL,
+    ham INTEGER NOT NULL,
+    learned INTEGER NOT NULL,
+    PRIMARY KEY (scope, id)
+) WITHOUT ROWID"""
+"""The ``tokens`` table's columns (schema version 2), for the schema and the migration from version 1."""
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scopes (id INTEGER PRIMARY KEY, user TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS totals (
@@ -81,14 +91,7 @@ CREATE TABLE IF NOT EXISTS totals (
     spam INTEGER NOT NULL DEFAULT 0,
     ham INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS tokens (
-    scope INTEGER NOT NULL,
-    id INTEGER NOT NULL,
-    spam INTEGER NOT NULL,
-    ham INTEGER NOT NULL,
-    learned INTEGER NOT NULL,
-    PRIMARY KEY (scope, id)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens {_TOKENS_TABLE};
 CREATE TABLE IF NOT EXISTS learned (
     scope INTEGER NOT NULL,
     digest TEXT NOT NULL,
@@ -106,16 +109,7 @@ INSERT OR IGNORE INTO meta VALUES ('folds', '0');
 INSERT OR IGNORE INTO meta VALUES ('tokens', '0');
 """
 
-_TOKENS_V2 = """
-CREATE TABLE tokens_v2 (
-    scope INTEGER NOT NULL,
-    id INTEGER NOT NULL,
-    spam INTEGER NOT NULL,
-    ham INTEGER NOT NULL,
-    learned INTEGER NOT NULL,
-    PRIMARY KEY (scope, id)
-) WITHOUT ROWID
-"""
+_TOKENS_V2 = f"CREATE TABLE tokens_v2 {_TOKENS_TABLE}"
 _MIGRATE_V1 = (
     "INSERT INTO tokens_v2 (scope, id, spam, ham, learned) "
     "SELECT scope, mailtoaster_token_id(token), spam, ham, CAST(learned AS INTEGER) FROM tokens "

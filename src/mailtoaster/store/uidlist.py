@@ -478,7 +478,7 @@ class UidList:
         self._add(uid_text, "", basename.partition(":")[0])
 
     def _add(self, uid_text: str, extensions: str, basename: str) -> None:
-        self._own()
+        """One record, checked (the slow path of :meth:`_read`), then kept as :meth:`_remember` keeps any."""
         if not _is_number(uid_text):
             raise ValueError(f"invalid UID {uid_text!r}")
         uid = int(uid_text)
@@ -486,14 +486,7 @@ class UidList:
             raise ValueError(f"UID {uid} out of order or out of range (previous {self.last_uid})")
         if not basename or "/" in basename:
             raise ValueError(f"invalid file name {basename!r}")
-        previous = self.uids.pop(basename, None)
-        if previous is not None:
-            # Dovecot: the same file listed again under a newer UID (moved back after an expunge): newer wins.
-            self.extensions.pop(previous, None)
-        self.uids[basename] = uid
-        if extensions:
-            self.extensions[uid] = extensions
-        self.last_uid = uid
+        self._remember(((uid, extensions, basename),))
 
     def extension(self, uid: int, key: str) -> str | None:
         """The value of extension ``key`` (one capital letter) of ``uid``'s record, if it has one."""
@@ -594,6 +587,8 @@ class UidList:
         for uid, extensions, basename in records:
             previous = self.uids.pop(basename, None)
             if previous is not None:
+                # Dovecot: the same file listed again under a newer UID (moved back after an expunge): newer
+                # wins.
                 self.extensions.pop(previous, None)
             self.uids[basename] = uid
             if extensions:
