@@ -38,7 +38,7 @@ import dns.rcode
 import pytest
 
 from mailtoaster.dns import RRType
-from mailtoaster.keys import KeyType, create_key, list_keys
+from mailtoaster.keys import create_key, list_keys
 from mailtoaster.records import DnsRecord, bind_line, tinydns_line
 from tests import test_doctor as zones
 from tests.peers import require
@@ -311,11 +311,8 @@ FIXED_SPF = f"v=spf1 ip4:{SERVER_IP} ~all"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A key store with a 2048-bit RSA key and an Ed25519 key for example.com, made once."""
-    keys_dir = tmp_path_factory.mktemp("keys")
-    create_key(keys_dir, DOMAIN, "s2024")
-    create_key(keys_dir, DOMAIN, "ed2024", key_type=KeyType.ED25519)
-    return keys_dir
+    """:func:`tests.test_doctor.make_key_store`, made once per module."""
+    return zones.make_key_store(tmp_path_factory)
 
 
 def good_zone(keys_dir: Path) -> str:

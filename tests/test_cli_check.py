@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mailtoaster.keys import KeyType, create_key, list_keys
+from mailtoaster.keys import list_keys
 from mailtoaster.records import bind_line, tinydns_line
 from tests import test_doctor as zones
 from tests.clirun import assert_usage_error, run
@@ -21,10 +21,8 @@ DOMAIN = zones.DOMAIN
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    keys_dir = tmp_path_factory.mktemp("keys")
-    create_key(keys_dir, DOMAIN, "s2024")
-    create_key(keys_dir, DOMAIN, "ed2024", key_type=KeyType.ED25519)
-    return keys_dir
+    """:func:`tests.test_doctor.make_key_store`, made once per module."""
+    return zones.make_key_store(tmp_path_factory)
 
 
 def check_args(server: DnsTestServer, keys_dir: Path, *extra: str) -> list[str]:

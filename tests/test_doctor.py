@@ -57,13 +57,18 @@ not generate one)."""
 # --- the zone and the key store ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A key store with a 2048-bit RSA key and an Ed25519 key for example.com, made once."""
+def make_key_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key store with a 2048-bit RSA key and an Ed25519 key for example.com (the doctor tests' keys)."""
     keys_dir = tmp_path_factory.mktemp("keys")
     create_key(keys_dir, DOMAIN, "s2024")
     create_key(keys_dir, DOMAIN, "ed2024", key_type=KeyType.ED25519)
     return keys_dir
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`make_key_store`, made once per module."""
+    return make_key_store(tmp_path_factory)
 
 
 def keys_of(keys_dir: Path) -> list[StoredKey]:
