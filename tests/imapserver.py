@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 
@@ -47,6 +48,13 @@ def message(
         f"Date: Mon, 2 Mar 2026 10:00:00 +0000\r\nMessage-ID: <{token}@remote.example>\r\n"
         f"\r\n{body}\r\n"
     ).encode()
+
+
+def ok(result: tuple[str, Any]) -> list[Any]:
+    """An imaplib answer's data, after checking it is OK."""
+    status, data = result
+    assert status == "OK", data
+    return list(data)
 
 
 def insecure_context() -> ssl.SSLContext:

@@ -8,7 +8,6 @@ import imaplib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,7 +22,7 @@ from mailtoaster.imap.learning import (
 from mailtoaster.spam.filter import message_digest
 from mailtoaster.spam.store import Label
 from mailtoaster.store import Maildir
-from tests.imapserver import ALICE, BOB, RunningImap, message, running_imap
+from tests.imapserver import ALICE, BOB, RunningImap, message, ok, running_imap
 
 
 @pytest.fixture
@@ -31,12 +30,6 @@ def imap(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[RunningIm
     caplog.set_level(logging.INFO)
     with running_imap(tmp_path / "imap") as running:
         yield running
-
-
-def ok(result: tuple[str, Any]) -> list[Any]:
-    status, data = result
-    assert status == "OK", data
-    return list(data)
 
 
 def learned(imap: RunningImap, data: bytes, user: str | None = ALICE) -> Label | None:

@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aioimaplib  # type: ignore[import-untyped]
 import pytest
@@ -26,6 +25,7 @@ from tests.imapserver import (
     RunningImap,
     insecure_context,
     message,
+    ok,
     running_imap,
 )
 
@@ -39,12 +39,6 @@ def info_logs(caplog: pytest.LogCaptureFixture) -> None:
 def imap(tmp_path: Path) -> Iterator[RunningImap]:
     with running_imap(tmp_path / "imap") as running:
         yield running
-
-
-def ok(result: tuple[str, Any]) -> list[Any]:
-    status, data = result
-    assert status == "OK", data
-    return list(data)
 
 
 def untagged(client: imaplib.IMAP4, name: str) -> list[bytes]:
