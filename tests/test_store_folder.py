@@ -1062,11 +1062,17 @@ def dovecot_uids_and_flags(output: str) -> list[tuple[int, frozenset[str]]]:
     return [(int(uid), frozenset(flags.split())) for _, uid, flags in FETCH_LINE.findall(output)]
 
 
-def test_dovecot_sees_our_uids_flags_and_keywords(dovecot_home: Path) -> None:
+def dovecot_box(dovecot_home: Path, messages: int = 0) -> Maildir:
+    """The Maildir Dovecot serves in ``dovecot_home``, with ``messages`` delivered (m0, m1, ...)."""
     box = Maildir(dovecot_home / "Maildir", hostname="mx.example.com", clock=seconds_clock())
     box.ensure()
-    for index in range(4):
+    for index in range(messages):
         deliver(box, f"m{index}")
+    return box
+
+
+def test_dovecot_sees_our_uids_flags_and_keywords(dovecot_home: Path) -> None:
+    box = dovecot_box(dovecot_home, 4)
     store = MailStore(box)
     inbox = store.select("INBOX")
     inbox.store([1], ["\\Seen", "$Forwarded"])
@@ -1086,10 +1092,7 @@ def test_dovecot_sees_our_uids_flags_and_keywords(dovecot_home: Path) -> None:
 
 
 def test_we_see_dovecots_uids_flags_and_keywords(dovecot_home: Path) -> None:
-    box = Maildir(dovecot_home / "Maildir", hostname="mx.example.com", clock=seconds_clock())
-    box.ensure()
-    for index in range(3):
-        deliver(box, f"m{index}")
+    box = dovecot_box(dovecot_home, 3)
     output = run_dovecot_imap(
         dovecot_home,
         [
@@ -1112,8 +1115,7 @@ def test_we_see_dovecots_uids_flags_and_keywords(dovecot_home: Path) -> None:
 
 
 def test_dovecot_and_we_take_turns_without_uid_clashes(dovecot_home: Path) -> None:
-    box = Maildir(dovecot_home / "Maildir", hostname="mx.example.com", clock=seconds_clock())
-    box.ensure()
+    box = dovecot_box(dovecot_home)
     store = MailStore(box)
     ours = store.select("INBOX")
     deliver(box, "smtp-1")
@@ -1149,10 +1151,7 @@ def test_dovecot_lists_what_our_folder_operations_made(dovecot_home: Path) -> No
 
 
 def test_an_open_session_sees_dovecots_flag_changes_and_expunges(dovecot_home: Path) -> None:
-    box = Maildir(dovecot_home / "Maildir", hostname="mx.example.com", clock=seconds_clock())
-    box.ensure()
-    for index in range(3):
-        deliver(box, f"m{index}")
+    box = dovecot_box(dovecot_home, 3)
     inbox = MailStore(box).select("INBOX")
     flags = ["SELECT INBOX", "UID STORE 3 +FLAGS (\\Answered Followup)", "UID STORE 1 +FLAGS (\\Deleted)"]
     run_dovecot_imap(dovecot_home, flags)
