@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailtoaster.spam import (
     BayesParams,
@@ -85,13 +87,13 @@ def test_fisher_indicator() -> None:
 
 
 def test_clue_selection_and_minimum_learned() -> None:
-    counts = CountsTable({"strong": (50, 0), "weak": (51, 49), "hammy": (0, 40), "also": (20, 1)})
+    counts = CountsTable.of_pairs(["strong", "weak", "hammy", "also"], [(50, 0), (51, 49), (0, 40), (20, 1)])
     clues = select_clues(["weak", "strong", "unknown", "hammy", "also"], counts, Totals(200, 200), PARAMS)
     assert [clue.token for clue in clues] == ["strong", "hammy", "also"]  # strongest first; "weak" is no clue
     assert select_clues(["strong", "hammy"], counts, Totals(200, 200), BayesParams(max_clues=1))[0].token == (
         "strong"
     )
-    with_unknown = CountsTable({"strong": (50, 0), "unknown": None})  # None: a token the store lacks
+    with_unknown = CountsTable.of_pairs(["strong", "unknown"], [(50, 0), None])  # None: not in the store
     assert list(with_unknown) == ["strong"] and len(with_unknown) == 1
     assert "unknown" not in with_unknown and with_unknown["strong"] == TokenCounts(50, 0)
     with pytest.raises(KeyError):
@@ -106,12 +108,57 @@ def test_clue_selection_and_minimum_learned() -> None:
     assert classify(["strong"], counts, Totals(200, 200), PARAMS).probability == pytest.approx(1.0, abs=0.1)
 
 
+def _one_token_at_a_time(
+    tokens: list[str], counts: dict[str, TokenCounts], totals: Totals, params: BayesParams
+) -> tuple[list[tuple[str, float]], float, int]:
+    """The classifier's steps written out plainly, token by token, as the module docstring states them."""
+    candidates = []
+    for token in tokens:
+        found = counts.get(token)
+        if found is None or not (min(found.spam, totals.spam) + min(found.ham, totals.ham)):
+            continue
+        f = token_probability(found, totals, params)
+        if abs(f - 0.5) >= params.min_deviation and 0.0 < f < 1.0:
+            candidates.append((abs(f - 0.5), token, f))
+    strong = sum(1 for _deviation, _token, f in candidates if f >= params.strong_spam)
+    candidates.sort(key=lambda candidate: candidate[0], reverse=True)  # stable: token order among equals
+    chosen = [(token, f) for _deviation, token, f in candidates[: params.max_clues]]
+    return chosen, fisher_indicator(f for _token, f in chosen), strong
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pairs=st.lists(
+        st.one_of(st.none(), st.tuples(st.integers(0, 400), st.integers(0, 400))), min_size=0, max_size=300
+    ),
+    totals=st.tuples(st.integers(1, 300), st.integers(1, 300)),
+    max_clues=st.integers(1, 200),
+    as_table=st.booleans(),
+)
+def test_the_vectorised_classifier_agrees_with_the_formula_token_by_token(
+    pairs: list[tuple[int, int] | None], totals: tuple[int, int], max_clues: int, as_table: bool
+) -> None:
+    """Every clue, its f to the last bit, the order of equal clues, the strong-spam count and the
+    indicator: the store's aligned arrays and any other mapping give what the plain formula gives."""
+    tokens = [f"t{index}" for index in range(len(pairs))]
+    known = {token: TokenCounts(*pair) for token, pair in zip(tokens, pairs, strict=True) if pair is not None}
+    counts: Mapping[str, TokenCounts] = CountsTable.of_pairs(tokens, pairs) if as_table else known
+    params = BayesParams(max_clues=max_clues, min_learned=0)
+    scope = Totals(*totals)
+    result = classify(tokens, counts, scope, params)
+    chosen, indicator, strong = _one_token_at_a_time(tokens, known, scope, params)
+    assert [(clue.token, clue.probability) for clue in result.clues] == chosen
+    assert [TokenCounts(clue.spam, clue.ham) for clue in result.clues] == [known[t] for t, _f in chosen]
+    assert result.spam_tokens == strong
+    assert result.probability == pytest.approx(indicator, rel=1e-12, abs=1e-15)
+
+
 def test_strong_spam_tokens_are_counted_over_every_token_not_only_the_clues() -> None:
     """f >= 0.95 needs 5 spam and no ham (Robinson's prior pulls a token seen once to 0.85); the
     count covers tokens the clue cap leaves out, and the padding's ham tokens do not lower it."""
     totals = Totals(200, 200)
-    counts = CountsTable(
-        {"once": (1, 0), "four": (4, 0), "five": (5, 0), "many": (60, 0), "mixed": (60, 2), "ham": (0, 60)}
+    counts = CountsTable.of_pairs(
+        ["once", "four", "five", "many", "mixed", "ham"], [(1, 0), (4, 0), (5, 0), (60, 0), (60, 2), (0, 60)]
     )
     assert (
         token_probability(TokenCounts(5, 0), totals, PARAMS)
@@ -131,7 +178,8 @@ def test_spam_padded_with_ham_text_hits_bayes_spam_tokens() -> None:
     totals = Totals(400, 400)
     spammy = {f"offer{i}": (40, 0) for i in range(SPAM_TOKENS)}
     padding = {f"word{i}": (0, 40) for i in range(SPAM_TOKENS)}
-    counts = CountsTable({**spammy, **padding})
+    pairs = {**spammy, **padding}
+    counts = CountsTable.of_pairs(list(pairs), pairs.values())
     padded = classify([*spammy, *padding], counts, totals, PARAMS)
     assert padded.probability == pytest.approx(0.5, abs=0.01) and padded.spam_tokens == SPAM_TOKENS
     assert bayes_token_rules(padded) == ["BAYES_SPAM_TOKENS"]

@@ -7,11 +7,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailtoaster.spam import SqliteTokenStore, TokenStoreUnavailable, Totals
+from mailtoaster.spam.counts import CountImage
 from mailtoaster.spam.store import TokenCounts
 
 
@@ -273,3 +275,35 @@ def test_the_in_memory_image_answers_as_the_database(
     finally:
         for store in stores.values():
             store.close()
+
+
+_ids = st.lists(st.integers(0, 4000), unique=True, max_size=60)
+"""Ids in a narrow range: many share a row of the image's smallest table (1024 rows)."""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    initial=_ids,
+    batches=st.lists(st.tuples(_ids, st.integers(0, 3), st.integers(0, 3)), max_size=6),
+    asked=st.lists(st.integers(0, 4000), max_size=80),
+)
+def test_the_count_image_answers_as_a_dictionary(
+    initial: list[int], batches: list[tuple[list[int], int, int]], asked: list[int]
+) -> None:
+    """Made from rows, then grown by journal batches (counts added to ids it has, ids it lacks
+    inserted, many landing on a taken row and going to the overflow): every look-up, of ids it has
+    and ids it never saw, is what a dictionary of the same additions says."""
+    model = {token_id: (token_id % 7 + 1, token_id % 5) for token_id in initial}
+    rows = np.array([(token_id, *model[token_id]) for token_id in initial], dtype=np.int64).reshape(-1, 3)
+    image = CountImage.of_rows(rows)
+    for ids, spam, ham in batches:
+        image.add(np.array(ids, dtype=np.int64), np.full(len(ids), spam), np.full(len(ids), ham))
+        for token_id in ids:
+            old = model.get(token_id, (0, 0))
+            model[token_id] = (old[0] + spam, old[1] + ham)
+    wanted = [*model, *asked]
+    spam_found, ham_found = image.lookup(np.array(wanted, dtype=np.int64))
+    assert list(zip(spam_found.tolist(), ham_found.tolist(), strict=True)) == [
+        model.get(token_id, (0, 0)) for token_id in wanted
+    ]
+    assert len(image) == len(model)

@@ -30,10 +30,13 @@ messages is mostly noise.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
-from typing import NamedTuple, cast
+from functools import partial
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
 
 from mailtoaster.spam.counts import CountsTable
 from mailtoaster.spam.store import TokenCounts, Totals
@@ -122,75 +125,61 @@ def fisher_indicator(probabilities: Iterable[float]) -> float:
     return _combine(log_f, log_1_minus_f, count)
 
 
+_clue = partial(tuple.__new__, Clue)  # a Clue without a named tuple's Python-level __new__: 150 a message
+
+
+def _count_arrays(tokens: Sequence[str], counts: Mapping[str, TokenCounts]) -> CountsTable:
+    """The counts as arrays aligned with ``tokens``: the store's own when it answered with a
+    :class:`~mailtoaster.spam.counts.CountsTable` for this token list, made from the mapping otherwise."""
+    if isinstance(counts, CountsTable) and (counts.tokens is tokens or counts.tokens == tokens):
+        return counts
+    found = map(counts.get, tokens)
+    return CountsTable.of_pairs(tokens, ((known.spam, known.ham) if known else None for known in found))
+
+
+def _clues(
+    table: CountsTable, totals: Totals, params: BayesParams
+) -> tuple[NDArray[np.intp], NDArray[np.float64], int]:
+    """Steps 1 to 3 for all the tokens at once: the clues' positions in the token list, strongest
+    first, every token's ``f``, and how many tokens have ``f >= strong_spam``. The arithmetic is
+    :func:`token_probability`'s, operation for operation, so every ``f`` is the same to the last bit."""
+    spam = np.minimum(table.spam, totals.spam)
+    ham = np.minimum(table.ham, totals.ham)
+    seen = spam + ham
+    spam_ratio = spam / totals.spam
+    ratios = spam_ratio + ham / totals.ham
+    raw = np.divide(spam_ratio, ratios, out=np.zeros(len(seen)), where=ratios > 0.0)
+    probability = (params.strength * params.unknown_prob + seen * raw) / (params.strength + seen)
+    deviation = np.abs(probability - 0.5)
+    telling = (seen > 0) & (deviation >= params.min_deviation) & (probability > 0.0) & (probability < 1.0)
+    positions = np.flatnonzero(telling)
+    spam_tokens = int(np.count_nonzero(probability[positions] >= params.strong_spam))
+    # Strongest first; a stable sort keeps the message's token order among equals.
+    strongest = np.argsort(-deviation[positions], kind="stable")[: params.max_clues]
+    return positions[strongest], probability, spam_tokens
+
+
 def select_clues(
     tokens: Iterable[str], counts: Mapping[str, TokenCounts], totals: Totals, params: BayesParams
 ) -> tuple[Clue, ...]:
     """The telling tokens (step 3), strongest first; ties keep the message's token order."""
-    return tuple(
-        Clue(token, f, s, h)
-        for _d, token, (f, _l, _m), (s, h) in _candidates(tokens, counts, totals, params)[0]
-    )
+    return _make_clues(tokens, counts, totals, params)[0]
 
 
-_Telling = tuple[float, tuple[float, float, float], bool]
-"""(|f - 0.5|, (f, ln f, ln(1 - f)), f >= strong_spam) of a pair of counts."""
-_Candidate = tuple[float, str, tuple[float, float, float], tuple[int, int]]
-_NOT_TELLING: _Telling = (0.0, (0.5, 0.0, 0.0), False)
-_MEMO_PAIRS = 100_000
-_memo: dict[tuple[Totals, BayesParams], dict[tuple[int, int] | None, _Telling]] = {}
-_strong = itemgetter(2)
-
-
-def _candidates(
+def _make_clues(
     tokens: Iterable[str], counts: Mapping[str, TokenCounts], totals: Totals, params: BayesParams
-) -> tuple[list[_Candidate], int]:
-    """The clues as (deviation, token, (f, ln f, ln(1 - f)), (spam, ham)), strongest first, and the
-    number of tokens with ``f >= strong_spam``. Most tokens share a few small (spam, ham) pairs, so
-    each pair's f and logarithms are worked out once for a scope's totals, not once per token and
-    message."""
-    raw: Mapping[str, tuple[int, int] | None] = (
-        counts.raw if isinstance(counts, CountsTable) else {t: (c.spam, c.ham) for t, c in counts.items()}
-    )
-    if totals.spam <= 0 or totals.ham <= 0:
-        return [], 0
-    known = _memo.get((totals, params))
-    if known is None or len(known) > _MEMO_PAIRS:
-        if len(_memo) >= 8:
-            _memo.clear()
-        # A new memo, never one cleared in place: another thread may be reading this one. None is a
-        # token never learned: f = x = 0.5, never a clue.
-        known = _memo[(totals, params)] = {None: _NOT_TELLING}
+) -> tuple[tuple[Clue, ...], list[float], int]:
+    """The clues, their ``f`` in the same order, and the number of strong spam tokens."""
     listed = tokens if isinstance(tokens, list | tuple) else list(tokens)
-    pairs = list(map(raw.get, listed))
-    for found in set(pairs).difference(known):
-        known[found] = _telling(found, totals, params)  # type: ignore[arg-type]  # None is in known
-    tellings = list(map(known.__getitem__, pairs))
-    candidates = [
-        (telling[0], token, telling[1], found)
-        for token, found, telling in zip(listed, pairs, tellings, strict=True)
-        if telling is not _NOT_TELLING
-    ]
-    candidates.sort(key=itemgetter(0), reverse=True)
-    del candidates[params.max_clues :]
-    spam_tokens = sum(map(_strong, tellings))
-    return cast(list[_Candidate], candidates), spam_tokens  # a clue's pair is never None (not telling)
-
-
-def _telling(found: tuple[int, int], totals: Totals, params: BayesParams) -> _Telling:
-    """:data:`_Telling` of a token's counts, or :data:`_NOT_TELLING` when it is not a clue."""
-    spam = min(found[0], totals.spam)
-    ham = min(found[1], totals.ham)
-    seen = spam + ham
-    if seen == 0:
-        return _NOT_TELLING
-    spam_ratio = spam / totals.spam
-    raw = spam_ratio / (spam_ratio + ham / totals.ham)
-    probability = (params.strength * params.unknown_prob + seen * raw) / (params.strength + seen)
-    deviation = abs(probability - 0.5)
-    if deviation < params.min_deviation or not 0.0 < probability < 1.0:
-        return _NOT_TELLING
-    logs = (probability, math.log(probability), math.log1p(-probability))
-    return deviation, logs, probability >= params.strong_spam
+    if totals.spam <= 0 or totals.ham <= 0:
+        return (), [], 0
+    table = _count_arrays(listed, counts)
+    chosen, probability, spam_tokens = _clues(table, totals, params)
+    probabilities: list[float] = probability[chosen].tolist()
+    clue_tokens = map(listed.__getitem__, chosen.tolist())
+    spam, ham = table.spam[chosen].tolist(), table.ham[chosen].tolist()
+    clues = tuple(map(_clue, zip(clue_tokens, probabilities, spam, ham, strict=True)))
+    return clues, probabilities, spam_tokens
 
 
 def _combine(log_f: float, log_1_minus_f: float, count: int) -> float:
@@ -208,12 +197,7 @@ def classify(
     """The Bayes result for a message's tokens, given the scope's counts for them and its totals."""
     if totals.spam < params.min_learned or totals.ham < params.min_learned:
         return BayesResult(None, (), totals)
-    candidates, spam_tokens = _candidates(tokens, counts, totals, params)
-    log_f = log_1_minus_f = 0.0
-    clues = []
-    new = tuple.__new__  # a Clue without the Python-level __new__ of a named tuple: 150 per message
-    for _d, token, (f, log_p, log_q), (s, h) in candidates:
-        log_f += log_p
-        log_1_minus_f += log_q
-        clues.append(new(Clue, (token, f, s, h)))
-    return BayesResult(_combine(log_f, log_1_minus_f, len(candidates)), tuple(clues), totals, spam_tokens)
+    clues, probabilities, spam_tokens = _make_clues(tokens, counts, totals, params)
+    log_f = sum(map(math.log, probabilities), 0.0)
+    log_1_minus_f = sum(map(math.log1p, map(float.__neg__, probabilities)), 0.0)
+    return BayesResult(_combine(log_f, log_1_minus_f, len(clues)), clues, totals, spam_tokens)

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 
-from mailtoaster.spam.counts import CountsTable
 from mailtoaster.spam.store import Label, StoreStats, TokenCounts, Totals
 
 _Scope = str | None
@@ -36,8 +35,8 @@ class MemoryTokenStore:
         for token in tokens:
             entry = table.get(token)
             if entry is not None:
-                found[token] = (int(entry[0]), int(entry[1]))
-        return CountsTable(found)
+                found[token] = TokenCounts(int(entry[0]), int(entry[1]))
+        return found
 
     def learned_as(self, digest: str, user: str | None = None) -> Label | None:
         return self._learned.get(user, {}).get(digest)

@@ -55,7 +55,9 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 
-from mailtoaster.spam.counts import CountsTable
+import numpy as np
+
+from mailtoaster.spam.counts import CountImage, CountsTable
 from mailtoaster.spam.store import Label, StoreStats, TokenCounts, TokenStoreUnavailable, Totals, as_label
 
 GLOBAL_SCOPE = 0
@@ -176,24 +178,29 @@ def token_ids(tokens: Iterable[str]) -> list[int]:
         return list(map(token_id, listed))
 
 
-_IMAGE_READ = 65536
-"""Rows read at a time into an image."""
-_Image = dict[int, tuple[int, int]]
-"""token id -> (spam, ham): a scope's ``tokens`` table in memory."""
+_IMAGE_READ = (
+    "SELECT group_concat(id, ','), group_concat(spam, ','), group_concat(ham, ',') "
+    "FROM tokens WHERE scope = ?"
+)
+"""A scope's rows as three texts of comma-separated numbers (one aggregate scan, so in the same order):
+parsed by numpy in C, that is a fifth of the time of making a Python tuple of every row."""
 
 
-def _read_image(db: sqlite3.Connection, scope: int) -> _Image | None:
-    """The scope's ``tokens`` rows as an :data:`_Image`, or None past :data:`IMAGE_ROWS` rows. Each
-    distinct (spam, ham) pair is kept once: most tokens share a few small pairs."""
-    image: _Image = {}
-    pairs: dict[tuple[int, int], tuple[int, int]] = {}
-    cursor = db.execute("SELECT id, spam, ham FROM tokens WHERE scope = ?", (scope,))
-    while rows := cursor.fetchmany(_IMAGE_READ):  # C-level calls per row, not a Python loop
-        counts = list(map(_pair, rows))
-        image.update(zip(map(_first, rows), map(pairs.setdefault, counts, counts), strict=True))
-        if len(image) > IMAGE_ROWS:
-            return None
-    return image
+def _read_image(db: sqlite3.Connection, scope: int) -> CountImage | None:
+    """The scope's ``tokens`` rows as a :class:`~mailtoaster.spam.counts.CountImage`, or None past
+    :data:`IMAGE_ROWS` rows."""
+    rows = db.execute("SELECT count(*) FROM tokens WHERE scope = ?", (scope,)).fetchone()[0]
+    if rows > IMAGE_ROWS:
+        return None
+    columns = db.execute(_IMAGE_READ, (scope,)).fetchone()
+    ids, spam, ham = (np.fromstring(column or "", dtype=np.int64, sep=",") for column in columns)
+    return CountImage.of_rows(np.stack([ids, spam, ham], axis=1))
+
+
+def _add_to_image(image: CountImage, extra: dict[int, tuple[int, int]]) -> None:
+    """Add the counts of ``extra`` (token id -> (spam, ham), the journal's) to the image."""
+    counts = np.array(list(extra.values()), dtype=np.int64).reshape(-1, 2)
+    image.add(np.fromiter(extra, dtype=np.int64, count=len(extra)), counts[:, 0], counts[:, 1])
 
 
 _Key = TypeVar("_Key")
@@ -233,7 +240,7 @@ class SqliteTokenStore:
         """scope -> token id -> (spam, ham) of the journal, not yet in ``tokens``"""
         self._overlay_folds: object = None
         self._overlay_seq = 0
-        self._images: dict[int, _Image | None] = {}
+        self._images: dict[int, CountImage | None] = {}
         """scope -> its ``tokens`` rows in memory (see :meth:`_image`), None for a scope too large"""
         self._images_written: object = None
         try:
@@ -325,11 +332,11 @@ class SqliteTokenStore:
         own writes, or by any other's commit, which ``PRAGMA data_version`` tells — so it never
         answers with an old count: scoring between learns reads most tokens from memory."""
         if not tokens:
-            return CountsTable({})
+            return CountsTable.of_pairs([], [])
         with self._guard("reading token counts") as db:
             scope = self._scope(user)
             if scope is None:
-                return CountsTable({})
+                return CountsTable.of_pairs([], [])
             if db.in_transaction:  # in a batch: this connection's own view
                 return self._counts(db, scope, tokens)
             # One read transaction: the journal and ``tokens`` from the same snapshot, so a fold by
@@ -357,15 +364,15 @@ class SqliteTokenStore:
             if rows:
                 cache.update(zip(map(by_id.__getitem__, map(_first, rows)), map(_pair, rows), strict=True))
             self._add_journal(scope, by_id, cache)
-        # C-level throughout: unknown tokens stay in the table as None (see CountsTable)
-        return CountsTable(dict(zip(tokens, map(cache.__getitem__, tokens), strict=True)))
+        listed = tokens if isinstance(tokens, list | tuple) else list(tokens)
+        return CountsTable.of_pairs(listed, map(cache.__getitem__, listed))
 
     @staticmethod
-    def _image_counts(image: _Image, tokens: Collection[str]) -> CountsTable:
-        """The counts from the scope's image, which holds the journal too. No read cache in front: a
-        probe of the image costs what a probe of the cache does, and the cache took three per token."""
+    def _image_counts(image: CountImage, tokens: Collection[str]) -> CountsTable:
+        """The counts from the scope's image, which holds the journal too."""
         listed = tokens if isinstance(tokens, list | tuple) else list(tokens)
-        return CountsTable(dict(zip(listed, map(image.get, token_ids(listed)), strict=True)))
+        ids = np.fromiter(token_ids(listed), dtype=np.int64, count=len(listed))
+        return CountsTable(listed, *image.lookup(ids))
 
     def _add_journal(
         self, scope: int, by_id: dict[int, str], found: dict[str, tuple[int, int] | None]
@@ -387,7 +394,7 @@ class SqliteTokenStore:
             self._read_journal(db)
         return self._cache.setdefault(scope, {})
 
-    def _image(self, db: sqlite3.Connection, scope: int) -> _Image | None:
+    def _image(self, db: sqlite3.Connection, scope: int) -> CountImage | None:
         """The scope's whole ``tokens`` table in memory, read when first needed after it last changed
         (None when it has more than :data:`IMAGE_ROWS` rows).
 
@@ -403,7 +410,7 @@ class SqliteTokenStore:
         if image is None and scope not in self._images:
             image = _read_image(db, scope)
             if image is not None:
-                _add_counts(image, self._overlay.get(scope, {}).items())
+                _add_to_image(image, self._overlay.get(scope, {}))
             while len(self._images) >= IMAGE_SCOPES:
                 del self._images[next(iter(self._images))]
             self._images[scope] = image  # None too: too big until the table changes
@@ -421,14 +428,16 @@ class SqliteTokenStore:
         rows = db.execute(
             "SELECT seq, scope, label, ids FROM journal WHERE seq > ? ORDER BY seq", (self._overlay_seq,)
         ).fetchall()
+        added: dict[int, dict[int, tuple[int, int]]] = {}
         for seq, scope, label, ids in rows:
             step = (1, 0) if label == "spam" else (0, 1)
-            found = json.loads(ids)
-            _add_counts(self._overlay.setdefault(scope, {}), zip(found, repeat(step)))
+            _add_counts(added.setdefault(scope, {}), zip(json.loads(ids), repeat(step)))
+            self._overlay_seq = seq
+        for scope, extra in added.items():  # each image grows once, however many rows were new
+            _add_counts(self._overlay.setdefault(scope, {}), extra.items())
             image = self._images.get(scope)
             if image is not None:
-                _add_counts(image, zip(found, repeat(step)))
-            self._overlay_seq = seq
+                _add_to_image(image, extra)
 
     def _forget_overlay(self) -> None:
         """This connection wrote (its own writes do not change ``data_version``): read again."""
