@@ -7,14 +7,22 @@ import calendar
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailtoaster.spam.classifier import BayesResult
 from mailtoaster.spam.mime import parse_message
 from mailtoaster.spam.rules import (
+    _COMMON_DATE,
+    _DEAR,
+    _HTTP_TO_IP,
     BODY_RULES,
     TRACE_RULES,
     Body,
     Fields,
+    _parsed_timestamp,
+    _private,
+    _timestamp,
     body_rules,
     cte_8bit_mismatch,
     date_in_future,
@@ -175,6 +183,43 @@ def test_date_in_past_reads_the_earliest_received() -> None:
     assert not date_in_past(fields(("Date", old)))
 
 
+# The fast reading of the common date form must give what parsedate_tz gives, to the bit, for any
+# text: near misses of the form (other spacing, case, widths, zones, tails) go the slow way.
+_DATE_TEXT = st.builds(
+    lambda *pieces: "".join(pieces),
+    st.sampled_from(["", "Tue, ", "Tue ", "Tue,", "tue, ", "Xyz, ", " ", "Tue,  ", "Tuesday, "]),
+    st.sampled_from(["3", "03", "0", "31", "32", "99", "003", "", "\u0663"]),
+    st.sampled_from([" ", "  ", "\t", "-"]),
+    st.sampled_from(["Sep", "sep", "SEP", "September", "Sept", "Feb", "Dec", "Xyz"]),
+    st.sampled_from([" ", "  ", "-", ", "]),
+    st.sampled_from(["2002", "1970", "1969", "2200", "2201", "02", "69", "0099", "1000", "29999", "2_002"]),
+    st.sampled_from([" ", "  ", "\t"]),
+    st.sampled_from(["10:00:00", "9:05:07", "24:00:00", "23:59:61", "23:60:00", "10:00", "10.00.00"]),
+    st.sampled_from([" ", "  ", "", "\t"]),
+    st.sampled_from(["+0000", "-0000", "+0200", "-0700", "+0099", "-1259", "+9999", "GMT", "EST", "", "+00"]),
+    st.sampled_from(["", " ", " (PDT)", "\t(PDT)", " (Pacific Daylight Time)", ",x", "x", " \n(x)"]),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_DATE_TEXT)
+def test_fast_date_reading_agrees_with_parsedate(text: str) -> None:
+    assert repr(_timestamp(text)) == repr(_parsed_timestamp(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_fast_date_reading_agrees_on_any_text(text: str) -> None:
+    assert repr(_timestamp(text)) == repr(_parsed_timestamp(text))
+
+
+def test_fast_date_reading_takes_the_common_form() -> None:
+    assert _COMMON_DATE.fullmatch(DATE)
+    assert _COMMON_DATE.fullmatch("Tue, 03 Sep 2002 03:00:00 -0700 (PDT)")
+    assert _timestamp("Tue, 03 Sep 2002 03:00:00 -0700 (PDT)") == _timestamp(DATE)
+    assert _timestamp("Tue, 3 Sep 2002 10:00:00 -0000") == _timestamp(DATE)
+
+
 # --- senders ----------------------------------------------------------------------------------------
 
 
@@ -248,6 +293,41 @@ def test_dear_something() -> None:
     assert not dear_something(body(b"my dearest friend\n"))
 
 
+def text_body(text: str) -> Body:
+    """A Body of one text, as both a text/plain part and an HTML part's text and markup."""
+    return Body(parse_message(b""), [text], [text], [text])
+
+
+# Texts made of the letters of the patterns, their case variants and the characters the re module
+# treats as case-equivalent to ASCII letters (long s, Kelvin sign, dotted and dotless i).
+_RULE_TEXT = st.text(st.sampled_from([*"dDeEaArR fFiIsSnN", "\u017f", "\u212a", "\u0130", "\u0131", "\n"]))
+_SALUTATION = st.lists(
+    st.sampled_from(["Dear", "DEAR", "dEaR", "Friend", "Sir", "IT", "\u017fir", "xdear", " ", "\n"]),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_RULE_TEXT, _SALUTATION, st.text()))
+def test_dear_something_is_the_pattern(text: str) -> None:
+    assert dear_something(text_body(text)) is bool(_DEAR.search(text))
+
+
+_LINK = st.lists(
+    st.sampled_from(
+        ["http", "HTTP", "htt\u017f", "https", "://", ":/", "@", "u", "8", "203", "10", ".", " ", "\u0663"]
+    ),
+    max_size=14,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_LINK, st.text()))
+def test_normal_http_to_ip_is_the_pattern(text: str) -> None:
+    expected = any(not _private(match.groups()) for match in _HTTP_TO_IP.finditer(text))
+    assert normal_http_to_ip(text_body(text)) is expected
+
+
 def test_many_blank_lines() -> None:
     assert many_blank_lines(body(b"Hallo\n" + b"\n" * 30 + b"reply to be removed\n"))
     assert many_blank_lines(body(b"Hallo\r\n" + b" \t\r\n" * 25 + b"x\r\n"))
@@ -288,6 +368,13 @@ def test_body_rules_are_bounded_on_hostile_input() -> None:
     body_rules(parse_message(hostile))
     body_rules(parse_message(b"Content-Type: text/html\n\n" + b"<a href=http://1." * 30_000))
     assert time.perf_counter() - started < 2.0
+
+
+def test_empty_message() -> None:
+    assert "EMPTY_MESSAGE" in header_rules(parse_message(b"Subject: x\n\n \r\n\t\x0b\x0c\n"))
+    assert "EMPTY_MESSAGE" in header_rules(parse_message(b"Subject: x\n\n"))
+    assert "EMPTY_MESSAGE" not in header_rules(parse_message(b"Subject: x\n\n \n.\n"))
+    assert "EMPTY_MESSAGE" not in header_rules(parse_message(b"Subject: x\n\n\xa0\n"))
 
 
 def test_every_rule_has_points() -> None:

@@ -40,10 +40,9 @@ HOUR = 3600.0
 
 @dataclass(frozen=True)
 class Fields:
-    """The first value of each field by lower-case name, the names as written, and every Received."""
+    """The first value of each field by lower-case name, and every Received."""
 
     first: dict[str, str]
-    names: frozenset[str]
     received: list[str]
 
     @classmethod
@@ -55,7 +54,7 @@ class Fields:
             first.setdefault(lower, value)
             if lower == "received":
                 received.append(value)
-        return cls(first, frozenset(name for name, _value in headers), received)
+        return cls(first, received)
 
     def get(self, name: str) -> str:
         return self.first.get(name, "")
@@ -71,6 +70,11 @@ class Fields:
     def arrival_time(self) -> float | None:
         """The newest Received field's time, parsed once likewise."""
         return _received_time(self.received[0]) if self.received else None
+
+    @cached_property
+    def external_client(self) -> str | None:
+        """:func:`first_external_client` of the trace, found once for the rules that read it."""
+        return first_external_client(self.received)
 
 
 # --- Outlook fingerprints -------------------------------------------------------------------------
@@ -175,7 +179,7 @@ def rdns_none(fields: Fields) -> bool:
     """RDNS_NONE: the first external relay had no reverse DNS name. Sendmail, Postfix and this server
     write ``from HELO (NAME [IP])``, and without a name ``(unknown [IP])`` or ``([IP])``; qmail writes
     ``from NAME (HELO helo) (IP)``, ``unknown`` for NAME when there is none."""
-    client = first_external_client(fields.received)
+    client = fields.external_client
     if client is None:
         return False
     qmail = _QMAIL_HELO.match(client)
@@ -195,19 +199,61 @@ _INVALID_DATE = re.compile(
 )
 
 
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+_COMMON_DATE = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),  ?)?([0-9]{1,2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"([12][0-9]{3}) ([0-9]{1,2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})(?: .*)?",
+    re.DOTALL,
+)
+"""The form nearly every Date and Received of real mail has (``Tue, 3 Sep 2002 10:00:00 +0000``, one
+or two spaces after the comma, anything after a space behind the zone ignored, as
+:func:`email.utils.parsedate_tz` ignores it): read by this one match instead of parsedate_tz's string
+handling, which was the costliest step of the trace rules. Anything else goes to parsedate_tz, so
+every input gets the same time as before."""
+
+
 def _timestamp(text: str) -> float | None:
+    """The POSIX time of a date as :func:`_parsed_timestamp` reads it, the common form read faster."""
+    match = _COMMON_DATE.fullmatch(text)
+    if match is None:
+        return _parsed_timestamp(text)
+    day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = match.groups()
+    # parsedate_tz reads "+hhmm" as the number hhmm: hh hours and mm minutes, even past 59.
+    offset = int(zone_hours) * 3600 + int(zone_minutes) * 60
+    moment = (int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
+    return _posix_time(moment, -offset if sign == "-" else offset)
+
+
+def _parsed_timestamp(text: str) -> float | None:
+    """The POSIX time of a date in any form :func:`email.utils.parsedate_tz` reads."""
     try:
         parsed = parsedate_tz(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if parsed is None or not 1970 <= parsed[0] <= 2200:
+    if parsed is None:
         return None
-    year, month, day, hour, minute, second = parsed[:6]
+    return _posix_time(parsed[:6], parsed[9] or 0)
+
+
+def _posix_time(moment: tuple[int, int, int, int, int, int], offset: int) -> float | None:
+    """The time of (year, month, day, hour, minute, second) at ``offset`` seconds east of UTC, or
+    None when a field is out of range (years outside 1970-2200 included)."""
+    year, month, day, hour, minute, second = moment
     if not (
-        1 <= month <= 12 and 1 <= day <= 31 and 0 <= hour <= 24 and 0 <= minute <= 59 and 0 <= second <= 61
+        1970 <= year <= 2200
+        and 1 <= month <= 12
+        and 1 <= day <= 31
+        and 0 <= hour <= 24
+        and 0 <= minute <= 59
+        and 0 <= second <= 61
     ):
         return None
-    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 1, 0)) - (parsed[9] or 0))
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 1, 0)) - offset)
 
 
 def _received_time(value: str) -> float | None:
@@ -349,7 +395,12 @@ TRACE_RULES: dict[str, Callable[[Fields], bool]] = {
 
 def trace_rules(headers: list[tuple[str, str]]) -> list[str]:
     """The names of the rules of this module that a message's header fields hit."""
-    fields = Fields.of(headers)
+    return trace_hits(Fields.of(headers))
+
+
+def trace_hits(fields: Fields) -> list[str]:
+    """:func:`trace_rules` on fields already gathered (the scoring's other header checks read them
+    too)."""
     return [name for name, check in TRACE_RULES.items() if check(fields)]
 
 
@@ -399,16 +450,14 @@ def mime_qp_long_line(body: Body) -> bool:
     return False
 
 
-_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
-
-
 def cte_8bit_mismatch(body: Body) -> bool:
     """CTE_8BIT_MISMATCH: a text/plain part that declares no transfer encoding, or 7bit, and has
     8-bit octets."""
+    # bytes.isascii() says the same as searching for an octet of 0x80 or more, several times faster.
     return any(
         part.content_type == "text/plain"
         and part.encoding in ("", "7bit")
-        and _EIGHT_BIT.search(part.payload, 0, MAX_RULE_TEXT) is not None
+        and not part.payload[:MAX_RULE_TEXT].isascii()
         for part in body.parts
     )
 
@@ -423,7 +472,11 @@ _DEAR = re.compile(
 def dear_something(body: Body) -> bool:
     """DEAR_SOMETHING: a salutation to nobody in particular ("Dear Friend", "Dear Sir/Madam",
     "Dear Investor"): SpamAssassin's DEAR_SOMETHING and DEAR_FRIEND, and a few more of the kind."""
-    return any(_DEAR.search(text) for text in (*body.plain, *body.html_text))
+    # The pattern can only match where "dear " is, in any case: no character but the ASCII letters
+    # is case-equivalent to d, e, a or r for the re module, and none lower-cases to them. So looking
+    # for it in the lower-cased text first (in C, fast) skips the costly case-blind search on
+    # nearly all mail without changing any result.
+    return any("dear " in text.lower() and _DEAR.search(text) for text in (*body.plain, *body.html_text))
 
 
 BLANK_RUN = 25
@@ -448,12 +501,18 @@ def many_blank_lines(body: Body) -> bool:
 _HTTP_TO_IP = re.compile(
     r"https?://(?:[^\s/@\"'<>]{0,100}@)?(\d{1,3})\.(\d{1,3})\.\d{1,3}\.\d{1,3}(?![\w.-])", re.IGNORECASE
 )
+_HTTP_TO_IP_HINT = re.compile(r"://(?:[^\s/@\"'<>]{0,100}@)?\d", re.IGNORECASE)
+"""The middle of :data:`_HTTP_TO_IP`, with the same flags: wherever that matches, this does too. It
+starts with a literal, which the re module finds fast, where the case-blind ``h`` forces a try at
+every position: a text without it is skipped at a fraction of the cost."""
 
 
 def normal_http_to_ip(body: Body) -> bool:
     """NORMAL_HTTP_TO_IP: a link to a public dotted IPv4 address instead of a host name (a server
     that has none, or hides it), in the text or the HTML of the message."""
     for text in (*body.plain, *body.html):
+        if _HTTP_TO_IP_HINT.search(text) is None:
+            continue
         for match in _HTTP_TO_IP.finditer(text):
             if not _private(match.groups()):
                 return True

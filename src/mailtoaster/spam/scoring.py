@@ -28,7 +28,7 @@ from typing import Literal
 from mailtoaster import __version__
 from mailtoaster.spam.classifier import BayesResult, Clue
 from mailtoaster.spam.mime import ParsedMessage
-from mailtoaster.spam.rules import body_rules, trace_rules
+from mailtoaster.spam.rules import Fields, body_rules, trace_hits
 from mailtoaster.verify.report import VerifyReport
 
 DEFAULT_REQUIRED = 5.0
@@ -170,9 +170,8 @@ _ADDRESS = re.compile(r"[^\s<>@,;:\"]+@[^\s<>@,;:\"]+\.[^\s<>@,;:\"]+")
 
 def header_rules(message: ParsedMessage) -> list[str]:
     """The header checks a message fails."""
-    fields: dict[str, str] = {}
-    for name, value in message.headers:
-        fields.setdefault(name.lower(), value)
+    gathered = Fields.of(message.headers)  # gathered once, for these checks and the trace rules
+    fields = gathered.first
     hits = []
     if "date" not in fields:
         hits.append("MISSING_DATE")
@@ -191,9 +190,10 @@ def header_rules(message: ParsedMessage) -> list[str]:
     types = {part.content_type for part in message.parts}
     if "text/html" in types and "text/plain" not in types:
         hits.append("MIME_HTML_ONLY")
-    if not any(part.payload.strip() for part in message.parts):
+    # isspace() is false for b"" and else true exactly when strip() leaves nothing; it copies nothing.
+    if all(not part.payload or part.payload.isspace() for part in message.parts):
         hits.append("EMPTY_MESSAGE")
-    hits.extend(trace_rules(message.headers))
+    hits.extend(trace_hits(gathered))
     hits.extend(body_rules(message))
     return hits
 
