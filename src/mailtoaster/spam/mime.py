@@ -26,9 +26,13 @@ MAX_TEXT_CHARS = 200_000
 MAX_PARTS = 64
 MAX_DEPTH = 8
 
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:[ \t]*(.*(?:\n[ \t].*)*)", re.MULTILINE)
-_FOLD = re.compile(r"\s*\n[ \t]+")
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+"""An empty line, found by its first LF (a CR before it is added by hand): ``\\r?\\n\\r?\\n`` finds the same,
+but with no literal to skip to, the regex engine tries it at every octet, ten times slower."""
+_FIELD = re.compile(r"\n([!-9;-~]+)[ \t]*:[ \t]*(.*(?:\n[ \t].*)*)")
+"""A field starting a line, continuation lines included. Anchored on a literal newline (the text gets one
+put in front) rather than ``^`` with MULTILINE: the regex engine then skips to the next newline instead of
+trying every position, the same matches in less time."""
 _PARAM = re.compile(r';\s*([A-Za-z0-9_.-]+)\*?(?:\d\*?)?\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 _NOT_BASE64 = bytes(
     set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
@@ -66,32 +70,45 @@ class ParsedMessage:
 
 def split_header(data: bytes) -> tuple[bytes, bytes]:
     """(header section, body) of a message or part; an mbox ``From `` line on top is dropped."""
+    start = 0
     if data.startswith(b"From "):
         newline = data.find(b"\n")
-        data = b"" if newline < 0 else data[newline + 1 :]
-    if data.startswith((b"\n", b"\r\n")):
-        return b"", data[1 if data[0] == 10 else 2 :]
-    blank = _BLANK_LINE.search(data, 0, MAX_HEADER_BYTES)
+        if newline < 0:
+            return b"", b""
+        start = newline + 1  # an offset, not a slice: no copy of the whole message
+    if data.startswith(b"\n", start):
+        return b"", data[start + 1 :]
+    if data.startswith(b"\r\n", start):
+        return b"", data[start + 2 :]
+    end = start + MAX_HEADER_BYTES
+    blank = _BLANK_LINE.search(data, start, end)
     if blank is None:
-        if len(data) <= MAX_HEADER_BYTES:
-            return data, b""
-        return data[:MAX_HEADER_BYTES], data[MAX_HEADER_BYTES:]
-    return data[: blank.start()], data[blank.end() :]
+        return data[start:end], data[end:]
+    blank_start = blank.start()
+    if blank_start > start and data[blank_start - 1] == 13:  # the CR of "\r\n\r?\n" is part of it too
+        blank_start -= 1
+    return data[start:blank_start], data[blank.end() :]
 
 
 def parse_fields(section: bytes) -> list[tuple[str, str]]:
     """The fields of a header section: (name, value unfolded and stripped). Lines that are not fields
     are skipped; non-UTF-8 octets become U+FFFD."""
-    text = section[:MAX_HEADER_BYTES].decode("utf-8", "replace")
+    text = "\n" + section[:MAX_HEADER_BYTES].decode("utf-8", "replace")
     if "\r" in text:
         text = text.replace("\r", "")
-    fields = []
-    for match in _FIELD.finditer(text):
-        value = match.group(2)
-        if "\n" in value:
-            value = _FOLD.sub(" ", value)
-        fields.append((match.group(1), value.strip()))
-    return fields
+    return [
+        (name, _unfold(value) if "\n" in value else value.strip()) for name, value in _FIELD.findall(text)
+    ]
+
+
+def _unfold(value: str) -> str:
+    """A folded value on one line, stripped: what ``re.sub(r"\\s*\\n[ \\t]+", " ", value).strip()`` gives,
+    in a third of the time. :data:`_FIELD` starts every line after the first with a space or tab, so a
+    fold is the line's trailing white space (any Unicode space: ``\\s`` and ``str.rstrip`` agree), the
+    newline, the next line's leading spaces and tabs, and any all-white lines in between."""
+    first, *rest = value.split("\n")
+    kept = [line.lstrip(" \t").rstrip() for line in rest if not line.isspace()]
+    return " ".join([first.rstrip(), *kept]).strip()
 
 
 def header_params(value: str) -> tuple[str, dict[str, str]]:
@@ -117,15 +134,20 @@ def parse_message(data: bytes) -> ParsedMessage:
     return ParsedMessage(headers, parts, truncated)
 
 
-def _field(headers: list[tuple[str, str]], name: str) -> str:
-    for field_name, value in headers:
-        if field_name.lower() == name:
-            return value
-    return ""
+def _content_fields(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """The first value of each field whose name starts with C, by lower-case name: one pass finds the
+    three Content-* fields :func:`_walk` reads, where a look-up per field lower-cased every name three
+    times (a tenth of the parse)."""
+    fields: dict[str, str] = {}
+    for name, value in headers:
+        if name[0] in "cC" and name.lower() not in fields:
+            fields[name.lower()] = value
+    return fields
 
 
 def _walk(headers: list[tuple[str, str]], body: bytes, depth: int, parts: list[Part]) -> None:
-    content_type, params = header_params(_field(headers, "content-type"))
+    fields = _content_fields(headers)
+    content_type, params = header_params(fields.get("content-type", ""))
     if "/" not in content_type:
         content_type = "text/plain"
     if depth < MAX_DEPTH:
@@ -145,9 +167,9 @@ def _walk(headers: list[tuple[str, str]], body: bytes, depth: int, parts: list[P
             return
     if len(parts) >= MAX_PARTS:
         return
-    disposition = header_params(_field(headers, "content-disposition"))[1]
+    disposition = header_params(fields.get("content-disposition", ""))[1]
     filename = disposition.get("filename") or params.get("name") or ""
-    encoding = _field(headers, "content-transfer-encoding").lower()
+    encoding = fields.get("content-transfer-encoding", "").lower()
     charset = params.get("charset", "").strip().lower()
     parts.append(Part(content_type, charset, encoding, filename, body[:MAX_PART_BYTES]))
 
