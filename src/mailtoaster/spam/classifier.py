@@ -168,17 +168,17 @@ def select_clues(
 
 def _make_clues(
     tokens: Iterable[str], counts: Mapping[str, TokenCounts], totals: Totals, params: BayesParams
-) -> tuple[tuple[Clue, ...], list[float], int]:
+) -> tuple[tuple[Clue, ...], NDArray[np.float64], int]:
     """The clues, their ``f`` in the same order, and the number of strong spam tokens."""
     listed = tokens if isinstance(tokens, list | tuple) else list(tokens)
     if totals.spam <= 0 or totals.ham <= 0:
-        return (), [], 0
+        return (), np.empty(0), 0
     table = _count_arrays(listed, counts)
     chosen, probability, spam_tokens = _clues(table, totals, params)
-    probabilities: list[float] = probability[chosen].tolist()
+    probabilities = probability[chosen]
     clue_tokens = map(listed.__getitem__, chosen.tolist())
     spam, ham = table.spam[chosen].tolist(), table.ham[chosen].tolist()
-    clues = tuple(map(_clue, zip(clue_tokens, probabilities, spam, ham, strict=True)))
+    clues = tuple(map(_clue, zip(clue_tokens, probabilities.tolist(), spam, ham, strict=True)))
     return clues, probabilities, spam_tokens
 
 
@@ -198,6 +198,6 @@ def classify(
     if totals.spam < params.min_learned or totals.ham < params.min_learned:
         return BayesResult(None, (), totals)
     clues, probabilities, spam_tokens = _make_clues(tokens, counts, totals, params)
-    log_f = sum(map(math.log, probabilities), 0.0)
-    log_1_minus_f = sum(map(math.log1p, map(float.__neg__, probabilities)), 0.0)
+    log_f = float(np.log(probabilities).sum())
+    log_1_minus_f = float(np.log1p(-probabilities).sum())
     return BayesResult(_combine(log_f, log_1_minus_f, len(clues)), clues, totals, spam_tokens)
