@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 
+from mailtoaster.spam import tokenize as tokenize_module
 from mailtoaster.spam.mime import MAX_PARTS, parse_message, part_text, split_header, to_text
 from mailtoaster.spam.tokenize import MAX_TOKENS, registered_domain, split_address, tokenize, word_tokens
 
@@ -240,3 +241,39 @@ def test_address_and_domain_helpers() -> None:
     assert split_address("undisclosed") == ("undisclosed", "")
     assert registered_domain("www.example.co.uk") == "example.co.uk"
     assert registered_domain("a.b.example.com") == "example.com"
+
+
+def test_the_control_characters_are_those_the_word_split_takes_and_str_split_does_not() -> None:
+    every = map(chr, range(0x110000))
+    controls = [char for char in every if tokenize_module._WORD_SPLIT.fullmatch(char) and not char.isspace()]
+    assert list(tokenize_module._CONTROL_CHARS) == controls
+
+
+_CACHES = (tokenize_module._CLIENTS, tokenize_module._BYS, tokenize_module._URLS, tokenize_module._FIELDS)
+
+
+def test_tokens_are_the_same_whether_remembered_or_not() -> None:
+    """The relays, URLs and field names are remembered across messages: the second reading of a
+    message, from the caches, gives the very same list as the first, and a hop from a private address
+    still gives nothing."""
+    message = RELAYED + b"See http://www.shop.example.net/a/b and http://203.0.113.9:8080/x%41\r\n"
+    for cache in _CACHES:
+        cache.clear()
+    first = tokenize(message)
+    assert "localhost (localhost [127.0.0.1])" in tokenize_module._CLIENTS
+    assert first == tokenize(message)
+    assert not any("127.0.0" in token for token in first)
+
+
+def test_the_caches_stay_bounded() -> None:
+    cache: dict[str, int] = {}
+    for index in range(3 * tokenize_module._MAX_REMEMBERED):
+        assert tokenize_module._remembered(cache, f"key{index}", index) == index
+        assert len(cache) <= tokenize_module._MAX_REMEMBERED
+    long_key = "x" * (tokenize_module._MAX_REMEMBERED_KEY + 1)
+    assert tokenize_module._remembered(cache, long_key, -1) == -1
+    assert long_key not in cache
+    long_client = b"Received: from " + b"x" * 1000 + b".example.com by mx.example.org\r\n"
+    assert "rcvd:by:mx.example.org" in tokenize(long_client + b"Subject: s\r\n\r\nbody\r\n")
+    for cache_of_tokens in _CACHES:
+        assert all(len(key) <= tokenize_module._MAX_REMEMBERED_KEY for key in cache_of_tokens)
