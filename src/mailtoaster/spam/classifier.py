@@ -110,7 +110,15 @@ def chi2_survival(chi2: float, degrees: int) -> float:
     for index in range(1, degrees // 2):
         term *= half / index
         total += term
+        # Past the peak (index > half) the terms only shrink: once one is below half a unit in the last
+        # place of the total, neither it nor any later one changes the sum, which can stop there.
+        if index > half and term < total * _HALF_ULP:
+            break
     return min(total, 1.0)
+
+
+_HALF_ULP = 2.0**-54
+"""Less than half a unit in the last place of any float, relative to it (53-bit significands)."""
 
 
 def fisher_indicator(probabilities: Iterable[float]) -> float:

@@ -103,15 +103,25 @@ class CountImage:
         return image
 
     def __len__(self) -> int:
-        return int(np.count_nonzero(self.table[:, 0] >= 0)) + len(self.overflow[0])
+        return len(self.contents()[0])
+
+    def contents(self) -> tuple[Counts, Counts, Counts]:
+        """(ids, spam, ham) of every token in the image."""
+        taken = self.table[self.table[:, 0] >= 0]
+        keys, spam, ham = self.overflow
+        return (
+            np.concatenate([taken[:, 0], keys]),
+            np.concatenate([taken[:, 1], spam]),
+            np.concatenate([taken[:, 2], ham]),
+        )
 
     def lookup(self, ids: Counts) -> tuple[Counts, Counts]:
         """The (spam, ham) arrays of ``ids``, 0 and 0 for ids not in the image."""
-        rows = self.table[self._rows(ids)]
-        held = rows[:, 0]
-        spam = np.where(held == ids, rows[:, 1], 0)
-        ham = np.where(held == ids, rows[:, 2], 0)
-        elsewhere = np.flatnonzero((held != ids) & (held >= 0))
+        rows = self.table[self._rows(ids)]  # a copy: ours to change
+        other = rows[:, 0] != ids
+        elsewhere = np.flatnonzero(other & (rows[:, 0] >= 0))
+        rows[other, 1:] = 0
+        spam, ham = rows[:, 1], rows[:, 2]
         keys, extra_spam, extra_ham = self.overflow
         if len(elsewhere) and len(keys):
             wanted = ids[elsewhere]
@@ -124,7 +134,9 @@ class CountImage:
     def _rows(self, ids: Counts) -> NDArray[np.uint64]:
         """The table row of each id: Fibonacci hashing (the id times 2**64 over the golden ratio, the
         top bits of the product), as a short token's id is its own octets and its low bits are letters."""
-        return (ids.astype(np.uint64) * _GOLDEN) >> self.shift
+        slots = ids.view(np.uint64) * _GOLDEN
+        slots >>= self.shift
+        return slots
 
     def add(self, ids: Counts, spam: Counts, ham: Counts) -> None:
         """Add counts to the image: ``ids`` distinct, in any order; ids it lacks are inserted."""
