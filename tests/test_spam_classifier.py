@@ -25,6 +25,7 @@ from mailtoaster.spam import (
 )
 from mailtoaster.spam.classifier import (
     Clue,
+    _chi2_cdf,
     chi2_survival,
     classify,
     fisher_indicator,
@@ -75,6 +76,28 @@ def test_chi2_survival_known_values() -> None:
     assert chi2_survival(3.357, 4) == pytest.approx(0.5, abs=1e-3)
     assert chi2_survival(0.0, 10) == 1.0
     assert chi2_survival(5000.0, 300) == pytest.approx(0.0, abs=1e-12)
+
+
+def _series_survival(chi2: float, degrees: int) -> float:
+    """The Poisson series summed term by term to the end, as the module docstring states it."""
+    half = chi2 / 2.0
+    term = total = math.exp(-half)
+    for index in range(1, degrees // 2):
+        term *= half / index
+        total += term
+    return min(total, 1.0)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    chi2=st.one_of(st.floats(0.0, 60.0), st.floats(0.0, 4000.0), st.floats(0.0, 1e6)),
+    terms=st.integers(1, 200),
+)
+def test_the_shortcuts_of_the_chi_square_series_change_no_result(chi2: float, terms: int) -> None:
+    """chi2_survival stops once no later term can change its sum, and the indicator skips the series
+    when 1 minus it is certain to be 1.0: both give exactly what the whole series gives."""
+    assert chi2_survival(chi2, 2 * terms) == _series_survival(chi2, 2 * terms)
+    assert _chi2_cdf(chi2, 2 * terms) == 1.0 - _series_survival(chi2, 2 * terms)
 
 
 def test_fisher_indicator() -> None:

@@ -194,9 +194,29 @@ def _combine(log_f: float, log_1_minus_f: float, count: int) -> float:
     """Fisher's indicator from the sums of ln f and ln(1 - f) over ``count`` clues (step 4)."""
     if count == 0:
         return 0.5
-    hamminess = 1.0 - chi2_survival(-2.0 * log_f, 2 * count)
-    spamminess = 1.0 - chi2_survival(-2.0 * log_1_minus_f, 2 * count)
+    hamminess = _chi2_cdf(-2.0 * log_f, 2 * count)
+    spamminess = _chi2_cdf(-2.0 * log_1_minus_f, 2 * count)
     return (1.0 + spamminess - hamminess) / 2.0
+
+
+def _chi2_cdf(chi2: float, degrees: int) -> float:
+    """``1 - chi2_survival(chi2, degrees)``, without the series when it is certain to be 1.0.
+
+    Clear ham makes ``-2 Σ ln f`` far larger than the degrees of freedom: then every term of the
+    series grows up to the last one, so the survival is at most ``k e^-h h^(k-1) / (k-1)!`` (``k``
+    terms, ``h = chi2 / 2``). When that bound is below 2**-60, the summed survival is too (its
+    rounding errors are a few hundred units in the last place), and 1 minus it rounds to exactly 1.0:
+    the same result without the loop over up to 150 terms."""
+    half = chi2 / 2.0
+    terms = degrees // 2
+    if half >= terms >= 1:
+        log_bound = math.log(terms) - half + (terms - 1) * math.log(half) - math.lgamma(terms)
+        if log_bound < _LOG_2_TO_MINUS_60:
+            return 1.0
+    return 1.0 - chi2_survival(chi2, degrees)
+
+
+_LOG_2_TO_MINUS_60 = -60 * math.log(2.0)
 
 
 def classify(
