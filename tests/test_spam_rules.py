@@ -4,7 +4,9 @@ SpamAssassin's rule of the same name would, and not on what legitimate mail soft
 from __future__ import annotations
 
 import calendar
+import re
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,13 +18,17 @@ from mailtoaster.spam.rules import (
     _COMMON_DATE,
     _DEAR,
     _HTTP_TO_IP,
+    _IPV4,
+    _UNKNOWN_CLIENT,
     BODY_RULES,
     TRACE_RULES,
     Body,
     Fields,
     _parsed_timestamp,
+    _posix_time,
     _private,
     _timestamp,
+    _unknown_client,
     body_rules,
     cte_8bit_mismatch,
     date_in_future,
@@ -432,3 +438,123 @@ def test_garbage_never_raises() -> None:
     ):
         trace_rules(parse_message(data).headers)
         body_rules(parse_message(data))
+
+
+# The faster forms of the rules give what the plain forms give, on texts made of the pieces that matter.
+
+
+def _blank_run_by_lines(text: str) -> bool:
+    """MANY_BLANK_LINES as it was first written: a loop over the lines."""
+    run = 0
+    for line in text.splitlines():
+        run = 0 if line.strip() else run + 1
+        if run >= 25:
+            return True
+    return False
+
+
+_BLANK_TEXT = st.lists(
+    st.sampled_from(["\n", "\r", "\r\n", " ", "\t", "x", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u00a0"]),
+    max_size=120,
+).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(_BLANK_TEXT, st.integers(20, 30).map(lambda n: "a\n" + " \n" * n + "b")))
+def test_many_blank_lines_is_the_line_loop(text: str) -> None:
+    assert many_blank_lines(text_body(text)) is _blank_run_by_lines(text)
+
+
+_HOSTILE_LINK = st.lists(
+    st.sampled_from(
+        ["http", "HTTPS", "https", "htt\u017f", "x", "://", "/", "@", "u:p", "203", "8", "10", "172", "."]
+    ),
+    max_size=24,
+).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_HOSTILE_LINK)
+def test_normal_http_to_ip_matches_at_the_hints_alone(text: str) -> None:
+    expected = any(not _private(match.groups()) for match in _HTTP_TO_IP.finditer(text))
+    assert normal_http_to_ip(text_body(text)) is expected
+
+
+_DEAR_TEXT = st.lists(
+    st.sampled_from(["dear ", "Dear ", "DEAR", " ", "friend", "Sir", "x", "\u0130", "\u212a", ",", "\n"]),
+    max_size=10,
+).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_DEAR_TEXT)
+def test_dear_something_matches_at_each_dear(text: str) -> None:
+    assert dear_something(text_body(text)) is bool(_DEAR.search(text))
+
+
+_CLIENT = st.lists(
+    st.sampled_from(
+        ["unknown", "UNKNOWN", "un\u212anown", "x", " ", "(", ")", "[", "]", "1", "203", ".", "host.example"]
+    ),
+    max_size=14,
+).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(_CLIENT, st.text()))
+def test_unknown_client_is_the_pattern(client: str) -> None:
+    assert _unknown_client(client) is bool(_UNKNOWN_CLIENT.search(client))
+
+
+_PLAIN_IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_ADDRESS_TEXT = st.lists(st.sampled_from(["1", "23", "255", "1234", ".", "..", " ", "x", "\u0663"]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(_ADDRESS_TEXT.map("".join), st.text()))
+def test_ipv4_is_the_pattern(text: str) -> None:
+    def found(pattern: re.Pattern[str]) -> tuple[int, int, tuple[str | Any, ...]] | None:
+        match = pattern.search(text)
+        return None if match is None else (*match.span(), match.groups())
+
+    assert found(_IPV4) == found(_PLAIN_IPV4)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.integers(1970, 2200),
+    st.integers(1, 12),
+    st.integers(1, 31),
+    st.integers(0, 24),
+    st.integers(0, 59),
+    st.integers(0, 61),
+    st.integers(-99 * 3600, 99 * 3600),
+)
+def test_posix_time_is_timegm(
+    year: int, month: int, day: int, hour: int, minute: int, second: int, zone: int
+) -> None:
+    expected = float(calendar.timegm((year, month, day, hour, minute, second, 0, 1, 0)) - zone)
+    assert repr(_posix_time((year, month, day, hour, minute, second), zone)) == repr(expected)
+
+
+_ZONE_NAMES = ["UT", "UTC", "GMT", "Z", "AST", "ADT", "EST", "EDT", "CST", "CDT", "MST", "MDT", "PST", "PDT"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.sampled_from(["Tue, 3 Sep 2002 10:00:00 ", "3 Sep 2002 23:59:59 ", "Mon,  31 Dec 2199 0:00:00 "]),
+    st.sampled_from([*_ZONE_NAMES, "gmt", "Utc", "BST", "XST", "UTCX", "ZZ", ""]),
+    st.sampled_from(["", " ", " (EDT)", ",", "\t", " x"]),
+)
+def test_fast_date_reading_agrees_with_parsedate_on_zone_names(moment: str, zone: str, tail: str) -> None:
+    text = moment + zone + tail
+    assert repr(_timestamp(text)) == repr(_parsed_timestamp(text))
+
+
+def test_fields_compute_each_value_once() -> None:
+    gathered = fields(("Date", DATE), received(NO_RDNS_HOP, DATE))
+    assert gathered.date_time == _timestamp(DATE)
+    assert vars(gathered)["date_time"] == gathered.date_time  # stored where the next read finds it
+    assert gathered.external_client == first_external_client(gathered.received)
+    assert "external_client" in vars(gathered)
+    assert Fields.date_time.__doc__  # read on the class, the descriptor itself

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import base64
+import re
+import sys
 import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailtoaster.spam import tokenize as tokenize_module
 from mailtoaster.spam.mime import MAX_PARTS, parse_message, part_text, split_header, to_text
@@ -277,3 +282,54 @@ def test_the_caches_stay_bounded() -> None:
     assert "rcvd:by:mx.example.org" in tokenize(long_client + b"Subject: s\r\n\r\nbody\r\n")
     for cache_of_tokens in _CACHES:
         assert all(len(key) <= tokenize_module._MAX_REMEMBERED_KEY for key in cache_of_tokens)
+
+
+# The faster forms of the HTML reading give what the plain forms give, on markup made of the pieces that
+# matter: the tag names in any case, the characters the re module takes as case-equivalent to ASCII
+# letters (long s, Kelvin sign, dotted and dotless i), Sigma, whose lower case depends on its neighbours.
+_CASE_PIECES = ["\u017f", "\u212a", "\u0130", "\u0131", "\u03a3", "\u00e9", "\u0663", "\u00df", "\u2028"]
+_MARKUP = st.lists(
+    st.sampled_from(
+        [
+            *("<", "</", ">", "/>", " ", "\n", "=", "'", '"', "x", "1", "-", ":", "."),
+            *("p", "P", "br", "BR", "bR", "div", "DIV", "td", "th", "tr", "li", "ul", "ol", "table", "h1"),
+            *("H6", "hr", "blockquote", "BLOCKQUOTE", "title", "center", "option", "head", "body", "html"),
+            *("bloc\u212aquote", "t\u0131tle", "d\u0130v", "pre", "b", "a", "font", "span", "img"),
+            *("href", "HREF", "src", "\u017frc", "action", "background", "BACK", "ground", "http://X.com/A"),
+            *_CASE_PIECES,
+        ]
+    ),
+    max_size=30,
+).map("".join)
+
+
+_PLAIN_HTML_BREAK = re.compile(
+    r"</?(?:p|br|div|td|th|tr|li|ul|ol|table|h\d|hr|blockquote|title|center|option|head|body|html)\b[^>]*>",
+    re.IGNORECASE,
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(_MARKUP, st.text()))
+def test_html_break_is_the_case_blind_pattern(markup: str) -> None:
+    assert tokenize_module._HTML_BREAK.sub(" ", markup) == _PLAIN_HTML_BREAK.sub(" ", markup)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(_MARKUP, st.text()))
+def test_html_urls_are_the_case_blind_pattern(markup: str) -> None:
+    expected = [url.lower() for url in tokenize_module._HTML_URL.findall(markup)]
+    assert tokenize_module._html_urls(markup) == expected
+
+
+def test_case_traps_are_all_the_case_equivalents_of_the_letters() -> None:
+    """The letters of the tag names and attributes, and the characters re.IGNORECASE takes for each: the
+    ASCII pair but for those in the patterns' classes and in :data:`_CASE_TRAPS`. And ``İ`` is the one
+    character whose lower case is longer than one character."""
+    everything = "".join(chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code <= 0xDFFF)
+    extra = {"i": "\u0130\u0131", "k": "\u212a", "s": "\u017f"}
+    for letter in "abcdefghiklmnoprstuvy":
+        found = "".join(re.findall(letter, everything, re.IGNORECASE))
+        assert found == "".join(sorted(letter.upper() + letter + extra.get(letter, "")))
+    assert set(extra["i"] + extra["k"] + extra["s"]) <= set(tokenize_module._CASE_TRAPS)
+    assert [char for char in everything if len(char.lower()) != 1] == ["\u0130"]

@@ -23,12 +23,12 @@ with patterns that run in linear time, so hostile input costs bounded time.
 
 from __future__ import annotations
 
-import calendar
+import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_tz
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from mailtoaster.spam.mime import ParsedMessage, Part, part_text
 from mailtoaster.spam.tokenize import html_text, registered_domain
@@ -144,11 +144,30 @@ def ratware_ms_hash(fields: Fields) -> bool:
 # --- relays ---------------------------------------------------------------------------------------
 
 _RECEIVED_FROM = re.compile(r"\s*from\s+(.*?)\s+by\s+", re.DOTALL | re.IGNORECASE)
-_IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_IPV4 = re.compile(r"(\d(?<![\d.]\d)\d{0,2})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+r"""A dotted IPv4 address not inside a longer run of digits and dots. The same matches as the plain
+``(?<![\d.])(\d{1,3})\.(\d{1,3})...`` (the tests hold it to that), whose look-behind opens the pattern and
+so makes the search try every position: this one opens with a digit, which the re module scans for in C,
+and looks behind once it has one (``\d{1,3}`` and ``\d\d{0,2}`` try the same lengths in the same order).
+Half the cost."""
 _NAME_WITH_IP = re.compile(r"\(\s*(?:[\w-]+\.)+[a-z][\w-]*\.?\s*\[", re.IGNORECASE)
 _UNKNOWN_CLIENT = re.compile(
     r"\(\s*(?:unknown\s*)?\[?\d{1,3}(?:\.\d{1,3}){3}\]?\s*\)|\bunknown\s*\[", re.IGNORECASE
 )
+_UNKNOWN_PAREN = re.compile(r"\(\s*(?:unknown\s*)?\[?\d{1,3}(?:\.\d{1,3}){3}\]?\s*\)", re.IGNORECASE)
+_UNKNOWN_BRACKET = re.compile(r"\bunknown\s*\[", re.IGNORECASE)
+r"""The two branches of :data:`_UNKNOWN_CLIENT`: one of them matches exactly when it does. The first opens
+with a literal, which the re module finds fast, where the alternation (its second branch opening with
+``\b``) tries every position; the second only runs on a client that holds ``unknown`` in any case (no
+character but the ASCII letters and the Kelvin sign, which lower-cases to ``k``, is case-equivalent to
+those letters for the re module)."""
+
+
+def _unknown_client(client: str) -> bool:
+    """Whether :data:`_UNKNOWN_CLIENT` matches somewhere in ``client``."""
+    if _UNKNOWN_PAREN.search(client) is not None:
+        return True
+    return "unknown" in client.lower() and _UNKNOWN_BRACKET.search(client) is not None
 
 
 def _private(octets: tuple[str, ...]) -> bool:
@@ -185,7 +204,7 @@ def rdns_none(fields: Fields) -> bool:
     qmail = _QMAIL_HELO.match(client)
     if qmail is not None:
         return qmail.group(1).lower() == "unknown"
-    return bool(_UNKNOWN_CLIENT.search(client)) and not _NAME_WITH_IP.search(client)
+    return _unknown_client(client) and not _NAME_WITH_IP.search(client)
 
 
 # --- dates ----------------------------------------------------------------------------------------
@@ -207,14 +226,25 @@ _MONTHS = {
 }
 _COMMON_DATE = re.compile(
     r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),  ?)?([0-9]{1,2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
-    r"([12][0-9]{3}) ([0-9]{1,2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})(?: .*)?",
+    r"([12][0-9]{3}) ([0-9]{1,2}):([0-9]{2}):([0-9]{2}) "
+    r"(?:([+-])([0-9]{2})([0-9]{2})|(UTC?|GMT|Z|[AECMP][SD]T))(?: .*)?",
     re.DOTALL,
 )
 """The form nearly every Date and Received of real mail has (``Tue, 3 Sep 2002 10:00:00 +0000``, one
 or two spaces after the comma, anything after a space behind the zone ignored, as
 :func:`email.utils.parsedate_tz` ignores it): read by this one match instead of parsedate_tz's string
-handling, which was the costliest step of the trace rules. Anything else goes to parsedate_tz, so
-every input gets the same time as before."""
+handling, which was the costliest step of the trace rules. The zone is ``+hhmm`` or one of the names
+parsedate_tz knows (:data:`_ZONES`, in capitals as mail writes them: one message in twenty has ``GMT``,
+``UT`` or ``EDT``). Anything else goes to parsedate_tz, so every input gets the same time as before."""
+
+_ZONES = {
+    name: -hours * 3600
+    for name, hours in {
+        **{"UT": 0, "UTC": 0, "GMT": 0, "Z": 0, "AST": 4, "ADT": 3, "EST": 5, "EDT": 4},
+        **{"CST": 6, "CDT": 5, "MST": 7, "MDT": 6, "PST": 8, "PDT": 7},
+    }.items()
+}
+"""The zone names of :data:`_COMMON_DATE`, in seconds east of UTC, as parsedate_tz reads them."""
 
 
 def _timestamp(text: str) -> float | None:
@@ -222,10 +252,12 @@ def _timestamp(text: str) -> float | None:
     match = _COMMON_DATE.fullmatch(text)
     if match is None:
         return _parsed_timestamp(text)
-    day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = match.groups()
+    day, month, year, hour, minute, second, sign, zone_hours, zone_minutes, zone = match.groups()
+    moment = (int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
+    if zone is not None:
+        return _posix_time(moment, _ZONES[zone])
     # parsedate_tz reads "+hhmm" as the number hhmm: hh hours and mm minutes, even past 59.
     offset = int(zone_hours) * 3600 + int(zone_minutes) * 60
-    moment = (int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
     return _posix_time(moment, -offset if sign == "-" else offset)
 
 
@@ -253,7 +285,18 @@ def _posix_time(moment: tuple[int, int, int, int, int, int], offset: int) -> flo
         and 0 <= second <= 61
     ):
         return None
-    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 1, 0)) - offset)
+    days = _month_start(year, month) + day - 1
+    return float(((days * 24 + hour) * 60 + minute) * 60 + second - offset)
+
+
+@lru_cache(maxsize=512)
+def _month_start(year: int, month: int) -> int:
+    """Days from 1970-01-01 to the first of the month: :func:`calendar.timegm`'s own arithmetic (which
+    builds a date for every call), remembered, as mail's dates fall in few months."""
+    return datetime.date(year, month, 1).toordinal() - _EPOCH_ORDINAL
+
+
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 
 
 def _received_time(value: str) -> float | None:
@@ -476,7 +519,25 @@ def dear_something(body: Body) -> bool:
     # is case-equivalent to d, e, a or r for the re module, and none lower-cases to them. So looking
     # for it in the lower-cased text first (in C, fast) skips the costly case-blind search on
     # nearly all mail without changing any result.
-    return any("dear " in text.lower() and _DEAR.search(text) for text in (*body.plain, *body.html_text))
+    return any(_has_dear(text) for text in (*body.plain, *body.html_text))
+
+
+def _has_dear(text: str) -> bool:
+    r"""Whether :data:`_DEAR` matches somewhere in ``text``. A match starts where the lower-cased text has
+    ``dear ``; where lower-casing keeps every character one character (all text but that with ``İ``), the
+    positions are the same, and matching there alone spares the search of the rest (``\b`` still sees
+    the character before the position)."""
+    lowered = text.lower()
+    start = lowered.find("dear ")
+    if start < 0:
+        return False
+    if len(lowered) != len(text):
+        return _DEAR.search(text) is not None
+    while start >= 0:
+        if _DEAR.match(text, start) is not None:
+            return True
+        start = lowered.find("dear ", start + 1)
+    return False
 
 
 BLANK_RUN = 25
@@ -510,12 +571,22 @@ every position: a text without it is skipped at a fraction of the cost."""
 def normal_http_to_ip(body: Body) -> bool:
     """NORMAL_HTTP_TO_IP: a link to a public dotted IPv4 address instead of a host name (a server
     that has none, or hides it), in the text or the HTML of the message."""
-    for text in (*body.plain, *body.html):
-        if _HTTP_TO_IP_HINT.search(text) is None:
-            continue
-        for match in _HTTP_TO_IP.finditer(text):
-            if not _private(match.groups()):
-                return True
+    return any(_public_ip_link(text) for text in (*body.plain, *body.html))
+
+
+def _public_ip_link(text: str) -> bool:
+    """Whether a match of :data:`_HTTP_TO_IP` in ``text`` is a public address. Every match has its
+    ``://`` where :data:`_HTTP_TO_IP_HINT` matches, 4 or 5 characters (``http``, ``https``) after its
+    start; no match can hold another's ``://`` (the user part takes no ``/``), so the matches that
+    ``finditer`` gives are exactly those found at the hint's places, and the case-blind pattern, which
+    tries every position of the text, runs at those few alone."""
+    for hint in _HTTP_TO_IP_HINT.finditer(text):
+        start = hint.start()
+        match = _HTTP_TO_IP.match(text, start - 5) if start >= 5 else None
+        if match is None and start >= 4:
+            match = _HTTP_TO_IP.match(text, start - 4)
+        if match is not None and not _private(match.groups()):
+            return True
     return False
 
 
