@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -174,6 +174,21 @@ def test_the_vectorised_classifier_agrees_with_the_formula_token_by_token(
     assert [TokenCounts(clue.spam, clue.ham) for clue in result.clues] == [known[t] for t, _f in chosen]
     assert result.spam_tokens == strong
     assert result.probability == pytest.approx(indicator, rel=1e-12, abs=1e-15)
+    _check_clues_read_as_a_tuple(result.clues)
+
+
+def _check_clues_read_as_a_tuple(clues: Sequence[Clue]) -> None:
+    """The classifier's lazily made clues answer every way of reading them as the tuple of them does."""
+    whole = tuple(clues)
+    assert len(clues) == len(whole)
+    assert clues == whole
+    assert hash(clues) == hash(whole)
+    assert [clues[index] for index in range(-len(whole), len(whole))] == [*whole, *whole]
+    for wanted in (slice(10), slice(2, 5), slice(None, None, -1), slice(-3, None), slice(5, 2)):
+        assert clues[wanted] == whole[wanted]
+    for past in (len(whole), -len(whole) - 1):
+        with pytest.raises(IndexError):
+            clues[past]
 
 
 def test_strong_spam_tokens_are_counted_over_every_token_not_only_the_clues() -> None:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailtoaster.spam import SqliteTokenStore, TokenStoreUnavailable, Totals
+from mailtoaster.spam import counts as counts_module
 from mailtoaster.spam.counts import CountImage
 from mailtoaster.spam.store import TokenCounts
 
@@ -278,7 +279,7 @@ def test_the_in_memory_image_answers_as_the_database(
 
 
 _ids = st.lists(st.integers(0, 4000), unique=True, max_size=60)
-"""Ids in a narrow range: many share a row of the image's smallest table (1024 rows)."""
+"""Ids in a narrow range, up to a few hundred in an image: with the smallest buckets, most share one."""
 
 
 @settings(max_examples=200, deadline=None)
@@ -287,12 +288,20 @@ _ids = st.lists(st.integers(0, 4000), unique=True, max_size=60)
     batches=st.lists(st.tuples(_ids, st.integers(0, 3), st.integers(0, 3)), max_size=6),
     asked=st.lists(st.integers(0, 4000), max_size=80),
 )
+@pytest.mark.parametrize("min_bits", [counts_module._MIN_BITS, 0])
 def test_the_count_image_answers_as_a_dictionary(
-    initial: list[int], batches: list[tuple[list[int], int, int]], asked: list[int]
+    min_bits: int, initial: list[int], batches: list[tuple[list[int], int, int]], asked: list[int]
 ) -> None:
     """Made from rows, then grown by journal batches (counts added to ids it has, ids it lacks
-    inserted, many landing on a taken row and going to the overflow): every look-up, of ids it has
-    and ids it never saw, is what a dictionary of the same additions says."""
+    inserted, landing in full buckets and going to the overflow, which makes the image grow): every
+    look-up, of ids it has and ids it never saw, is what a dictionary of the same additions says. With
+    as few buckets as the rows allow, many ids go through the overflow and the growing."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(counts_module, "_MIN_BITS", min_bits)
+        _check_image(initial, batches, asked)
+
+
+def _check_image(initial: list[int], batches: list[tuple[list[int], int, int]], asked: list[int]) -> None:
     model = {token_id: (token_id % 7 + 1, token_id % 5) for token_id in initial}
     rows = np.array([(token_id, *model[token_id]) for token_id in initial], dtype=np.int64).reshape(-1, 3)
     image = CountImage.of_rows(rows)
@@ -307,3 +316,25 @@ def test_the_count_image_answers_as_a_dictionary(
         model.get(token_id, (0, 0)) for token_id in wanted
     ]
     assert len(image) == len(model)
+    assert image.ids.size <= max(counts_module._SLOTS << counts_module._MIN_BITS, 6 * len(model))
+
+
+def test_the_count_image_grows_as_ids_are_added() -> None:
+    """Ids added to a full image go to the overflow only until it rebuilds at a size that holds them;
+    ids that share a bucket at every size stay in the overflow without making it grow further."""
+    image = CountImage(0)
+    smallest = image.ids.size
+    spread = np.arange(0, 40 * smallest, 7, dtype=np.int64)
+    image.add(spread, np.ones(len(spread), dtype=np.int64), np.zeros(len(spread), dtype=np.int64))
+    assert image.ids.size >= len(spread) * 3 // 2
+    assert len(image.overflow[0]) * 16 <= image.ids.size
+    assert image.lookup(spread)[0].tolist() == [1] * len(spread)
+    # Ids whose hash is a small number: bucket 0 at any size up to 2**50 buckets.
+    inverse = pow(int(counts_module._GOLDEN), -1, 2**64)
+    made = [token_id for token_id in (k * inverse % 2**64 for k in range(10000)) if token_id < 2**63]
+    same_bucket = np.array(made, dtype=np.int64)
+    grown = CountImage(0)
+    grown.add(same_bucket, np.zeros(len(made), dtype=np.int64), np.full(len(made), 2, dtype=np.int64))
+    assert grown.ids.size <= 6 * len(made)
+    assert grown.lookup(same_bucket)[1].tolist() == [2] * len(made)
+    assert len(grown.overflow[0]) == len(made) - counts_module._SLOTS

@@ -8,11 +8,11 @@ the probabilities in a few vectorised steps (:mod:`~mailtoaster.spam.classifier`
 :class:`CountsTable` holds those arrays and is still a read-only mapping (token -> counts, for the
 tokens the store knows) for any other reader. Any store may return one (or any other mapping).
 
-:class:`CountImage` is a scope's whole ``tokens`` table in memory as three sorted arrays (token id,
-spam, ham): 24 bytes a token where a dictionary took about 85, and a message's look-ups are one
-vectorised binary search, which keeps many memory reads in flight at once where a dictionary probe
-waits for each (with half a million tokens the table does not fit the processor's caches, so the
-waiting is what a look-up costs).
+:class:`CountImage` is a scope's whole ``tokens`` table in memory as a hash table made of arrays: 24
+bytes a row, 30 to 60 a token (25 MB for the half million of the corpus store; a dictionary took 45), and a
+message's look-ups are one vectorised gather of rows, which keeps many memory reads in flight at once
+where a dictionary probe waits for each of its three or four in turn (half a million tokens do not fit
+the processor's caches, so the waiting is what a look-up costs).
 """
 
 from __future__ import annotations
@@ -72,26 +72,36 @@ class CountsTable(Mapping[str, TokenCounts]):
         return isinstance(token, str) and self._position(token) is not None
 
 
+_SLOTS = 8
+"""Ids in a bucket of :class:`CountImage`: eight 64-bit ids are one 64-byte cache line, and the
+look-up reads a bucket's eight match flags (one byte each) as one 64-bit number."""
+_MIN_BITS = 7
+"""The fewest buckets of a :class:`CountImage`: 2**7, 1024 slots."""
+
+
 class CountImage:
     """A scope's ``tokens`` rows in memory, as a hash table made of arrays.
 
-    ``table`` has a power-of-two number of rows, at least 5/4 of the tokens: row :meth:`_rows` of a
-    token id holds (id, spam, ham) of that token, or id -1 when no token has that row. A token whose row
-    was taken when it came goes to ``overflow``, three sorted arrays (ids, spam, ham). A message's
-    look-up is then one gather of its rows (the processor fetches them all at once, where a dictionary
-    probe waits for each) and a binary search of the few that found another token in their row; an
-    empty row says at once that the store does not know the token, as rows are never emptied."""
+    ``ids`` is a power-of-two number of buckets of :data:`_SLOTS` slots, at least 1.5 slots a token:
+    bucket :meth:`_buckets` of a token id holds that id in one of its slots, filled from the first
+    (-1 in a slot no token has yet), and ``counts`` holds the (spam, ham) of each slot. A token that came
+    to a full bucket goes to ``overflow``, three sorted arrays (ids, spam, ham): with about four tokens
+    a bucket, one token in a hundred or fewer. A message's look-up is one gather of its buckets (the
+    processor fetches them all at once, where a dictionary probe waits for each), one comparison of
+    each with its id, one gather of the counts found, and a binary search for the few that met a full
+    bucket without their id; a slot never empties, so a bucket with room says at once that the store
+    does not know the token. When the overflow grows past a sixteenth of the slots (ids added to the
+    image), the image rebuilds itself at twice the size."""
 
-    __slots__ = ("overflow", "shift", "table")
+    __slots__ = ("counts", "ids", "overflow", "shift")
 
     def __init__(self, size: int) -> None:
-        bits = 10
-        while 1 << bits < size * 5 // 4:  # at most 80% of the rows taken, a third of the tokens in overflow
+        bits = _MIN_BITS
+        while (1 << bits) * _SLOTS < size * 3 // 2:
             bits += 1
-        rows = 1 << bits
         self.shift = np.uint64(64 - bits)
-        self.table = np.zeros((rows, 3), dtype=np.int64)
-        self.table[:, 0] = -1
+        self.ids = np.full((1 << bits, _SLOTS), -1, dtype=np.int64)
+        self.counts = np.zeros((1 << bits, _SLOTS, 2), dtype=np.int64)
         nothing = np.empty(0, dtype=np.int64)
         self.overflow = (nothing, nothing, nothing)
 
@@ -99,71 +109,110 @@ class CountImage:
     def of_rows(cls, rows: Counts) -> CountImage:
         """From (id, spam, ham) rows with distinct ids, as an array of shape (n, 3)."""
         image = cls(len(rows))
-        image._insert(rows)
+        image._insert(rows, fresh=True)
         return image
 
     def __len__(self) -> int:
-        return len(self.contents()[0])
+        return int(np.count_nonzero(self.ids >= 0)) + len(self.overflow[0])
 
     def contents(self) -> tuple[Counts, Counts, Counts]:
         """(ids, spam, ham) of every token in the image."""
-        taken = self.table[self.table[:, 0] >= 0]
+        taken = self.ids >= 0
+        counts = self.counts[taken]
         keys, spam, ham = self.overflow
         return (
-            np.concatenate([taken[:, 0], keys]),
-            np.concatenate([taken[:, 1], spam]),
-            np.concatenate([taken[:, 2], ham]),
+            np.concatenate([self.ids[taken], keys]),
+            np.concatenate([counts[:, 0], spam]),
+            np.concatenate([counts[:, 1], ham]),
         )
 
     def lookup(self, ids: Counts) -> tuple[Counts, Counts]:
         """The (spam, ham) arrays of ``ids``, 0 and 0 for ids not in the image."""
-        rows = self.table[self._rows(ids)]  # a copy: ours to change
-        other = rows[:, 0] != ids
-        elsewhere = np.flatnonzero(other & (rows[:, 0] >= 0))
-        rows[other, 1:] = 0
-        spam, ham = rows[:, 1], rows[:, 2]
+        buckets = self._buckets(ids)
+        candidates = self.ids.take(buckets, axis=0)
+        match = candidates == ids[:, None]
+        hit = match.view(np.uint64)[:, 0] != 0  # a bucket's eight answers, read as one number
+        slots = match.argmax(axis=1)
+        slots += buckets * _SLOTS
+        found = self.counts.reshape(-1, 2).take(slots, axis=0)  # a copy: ours to change
+        found *= hit[:, None]
         keys, extra_spam, extra_ham = self.overflow
-        if len(elsewhere) and len(keys):
-            wanted = ids[elsewhere]
-            found = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-            hit = keys[found] == wanted
-            spam[elsewhere[hit]] = extra_spam[found[hit]]
-            ham[elsewhere[hit]] = extra_ham[found[hit]]
-        return spam, ham
+        if len(keys):
+            elsewhere = (~hit & (candidates[:, -1] >= 0)).nonzero()[0]
+            if len(elsewhere):
+                wanted = ids[elsewhere]
+                place = np.minimum(keys.searchsorted(wanted), len(keys) - 1)
+                there = keys[place] == wanted
+                found[elsewhere[there], 0] = extra_spam[place[there]]
+                found[elsewhere[there], 1] = extra_ham[place[there]]
+        return found[:, 0], found[:, 1]
 
-    def _rows(self, ids: Counts) -> NDArray[np.uint64]:
-        """The table row of each id: Fibonacci hashing (the id times 2**64 over the golden ratio, the
-        top bits of the product), as a short token's id is its own octets and its low bits are letters."""
-        slots = ids.view(np.uint64) * _GOLDEN
-        slots >>= self.shift
-        return slots
+    def _buckets(self, ids: Counts) -> NDArray[np.intp]:
+        """The bucket of each id: Fibonacci hashing (the id times 2**64 over the golden ratio, the top
+        bits of the product), as a short token's id is its own octets and its low bits are letters."""
+        buckets = ids.view(np.uint64) * _GOLDEN
+        buckets >>= self.shift
+        return buckets.view(np.intp)
 
     def add(self, ids: Counts, spam: Counts, ham: Counts) -> None:
         """Add counts to the image: ``ids`` distinct, in any order; ids it lacks are inserted."""
-        slots = self._rows(ids)
-        rows = self.table[slots]
-        here = rows[:, 0] == ids
-        self.table[slots[here], 1] += spam[here]
-        self.table[slots[here], 2] += ham[here]
+        buckets = self._buckets(ids)
+        match = self.ids[buckets] == ids[:, None]
+        here = match.any(axis=1)
+        slots = match.argmax(axis=1)[here]
+        self.counts[buckets[here], slots, 0] += spam[here]
+        self.counts[buckets[here], slots, 1] += ham[here]
         keys, extra_spam, extra_ham = self.overflow
-        found = np.minimum(np.searchsorted(keys, ids), max(len(keys) - 1, 0))
-        there = ~here & (keys[found] == ids) if len(keys) else np.zeros(len(ids), dtype=bool)
-        extra_spam[found[there]] += spam[there]
-        extra_ham[found[there]] += ham[there]
+        place = np.minimum(keys.searchsorted(ids), max(len(keys) - 1, 0))
+        there = ~here & (keys[place] == ids) if len(keys) else np.zeros(len(ids), dtype=bool)
+        extra_spam[place[there]] += spam[there]
+        extra_ham[place[there]] += ham[there]
         new = ~here & ~there
         if new.any():
-            self._insert(np.stack([ids[new], spam[new], ham[new]], axis=1))
+            self._insert(np.stack([ids[new], spam[new], ham[new]], axis=1), fresh=False)
+            self._grow()
 
-    def _insert(self, rows: Counts) -> None:
-        """Put rows of ids the image lacks into their table rows, or the overflow when taken."""
-        slots = self._rows(rows[:, 0])
-        free = self.table[slots, 0] < 0
-        # Where several new ids want one free row, one of them is written there last: that one has it.
-        self.table[slots[free], 0] = rows[free, 0]
-        placed = self.table[slots, 0] == rows[:, 0]
-        self.table[slots[placed], 1:] = rows[placed, 1:]
-        left = rows[~placed]
-        if len(left):
-            merged = np.concatenate([np.stack(self.overflow, axis=1), left])
-            merged = merged[np.argsort(merged[:, 0], kind="stable")]
-            self.overflow = (merged[:, 0].copy(), merged[:, 1].copy(), merged[:, 2].copy())
+    def _insert(self, rows: Counts, *, fresh: bool) -> None:
+        """Put rows of ids the image lacks into the first free slots of their buckets, or the overflow
+        when a bucket is full. ``fresh``: the image is still empty."""
+        buckets = self._buckets(rows[:, 0])
+        order = buckets.argsort()
+        ordered = buckets[order]
+        # The rank of each row among the rows of its bucket, after the slots already taken.
+        starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+        ranks = np.empty_like(order)
+        ranks[order] = np.arange(len(rows)) - np.repeat(starts, np.diff(np.append(starts, len(rows))))
+        if not fresh:
+            ranks += np.count_nonzero(self.ids.take(buckets, axis=0) >= 0, axis=1)
+        fits = ranks < _SLOTS
+        slots = (buckets * _SLOTS + ranks)[fits]
+        self.ids.reshape(-1)[slots] = rows[fits, 0]
+        counts = self.counts.reshape(-1)  # one column at a time: a fifth of the time of both at once
+        counts[slots * 2] = rows[fits, 1]
+        counts[slots * 2 + 1] = rows[fits, 2]
+        left = rows[~fits]
+        if not len(left):
+            return
+        merged = np.concatenate([np.stack(self.overflow, axis=1), left])
+        merged = merged[merged[:, 0].argsort(kind="stable")]
+        self.overflow = (merged[:, 0].copy(), merged[:, 1].copy(), merged[:, 2].copy())
+
+    def _grow(self) -> None:
+        """Rebuild, at twice the slots or the 1.5 a token of a new image, when ids added since the
+        image was made have filled buckets (more than a sixteenth of the slots' worth in the overflow)
+        and the tokens take more than a third of the slots. Ids that share a bucket at every size
+        (made to, by someone who had their tokens learned) stay in the overflow past that: a binary
+        search, and the image never more than three slots a token."""
+        if len(self.overflow[0]) * 16 <= self.ids.size:
+            return
+        ids, spam, ham = self.contents()
+        if len(ids) * 3 <= self.ids.size:
+            return
+        grown = CountImage(max(len(ids), self.ids.size * 4 // 3))  # at least twice the slots
+        grown._insert(np.stack([ids, spam, ham], axis=1), fresh=True)
+        self.ids, self.counts, self.overflow, self.shift = (
+            grown.ids,
+            grown.counts,
+            grown.overflow,
+            grown.shift,
+        )
