@@ -8,11 +8,16 @@ messages, as ``mailtoaster learn`` over a folder or mbox does), and once into an
 :meth:`SpamFilter.learn`, one message and one transaction at a time (what the nightly Junk sweep and a
 single ``mailtoaster learn FILE`` cost per message). Every message is scored with :meth:`SpamFilter.score`
 against the batch-learned store (right after learning it, before the one-at-a-time run), one after the
-other in this one thread.
+other in this one thread, in :data:`SCORE_PASSES` passes, each on a new connection to the store, so
+each pays for reading the store's image on its first message (as a server does once per fold of the
+journal).
 Printed: messages per second by the wall clock and by the process's CPU time
 (on a machine shared with other work the CPU rate is the one that says what a core can do), the token
-database's size on disk, and the process's peak resident set size. Targets: scoring at least 1,000
-messages/s, learning at least 500.
+database's size on disk, the process's peak resident set size, and the CPU time of one message scored
+on a new connection, most of which is reading the image. Scoring is judged on its best pass, as
+:mod:`timeit` judges: other work on the machine only ever makes a pass slower (on the virtual machines
+this was measured on, by up to a third from one minute to the next), and every pass is printed.
+Targets: scoring at least 1,000 messages/s, learning at least 500.
 
 When bench/spampeers.py is there, its ``peer_speeds`` measures bogofilter and SpamAssassin on the same
 messages and they are printed alongside. Benchmarks print; they never assert.
@@ -34,6 +39,7 @@ from mailtoaster.spam import SpamFilter, SqliteTokenStore
 from spamcorpus import CorpusMessage, load_corpus
 
 BATCH = 500
+SCORE_PASSES = 3
 SCORE_TARGET = 1000.0
 LEARN_TARGET = 500.0
 
@@ -79,6 +85,15 @@ def score_all(spam_filter: SpamFilter, messages: Sequence[CorpusMessage]) -> Non
         spam_filter.score(message.data)
 
 
+def score_on_new_connection(path: Path, messages: Sequence[CorpusMessage]) -> None:
+    """Score the messages on a new connection: the first one reads the store's image."""
+    store = SqliteTokenStore(path)
+    try:
+        score_all(SpamFilter(store), messages)
+    finally:
+        store.close()
+
+
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -97,8 +112,13 @@ def measure(messages: Sequence[CorpusMessage], workdir: Path, score_limit: int |
         if score_limit is not None and score_limit < len(scored_messages):
             step = len(scored_messages) / score_limit
             scored_messages = [scored_messages[int(index * step)] for index in range(score_limit)]
-        scored = _timed(lambda: score_all(spam_filter, scored_messages), len(scored_messages))
+        passes = [
+            _timed(lambda: score_on_new_connection(path, scored_messages), len(scored_messages))
+            for _pass in range(SCORE_PASSES)
+        ]
+        scored = max(passes, key=lambda timing: timing.per_cpu_second)
         score_rss = peak_rss_bytes()
+        first = _timed(lambda: score_on_new_connection(path, scored_messages[:1]), 1)
         stats = store.stats()
     finally:
         store.close()
@@ -118,7 +138,10 @@ def measure(messages: Sequence[CorpusMessage], workdir: Path, score_limit: int |
         f"(target {LEARN_TARGET:.0f}: {_hit(single, LEARN_TARGET)}; learn, one transaction per message)",
         f"  scoring:  {scored.count} messages in {scored.wall:.1f} s wall, {scored.cpu:.1f} s CPU: "
         f"{scored.per_second:.0f}/s wall, {scored.per_cpu_second:.0f}/s per CPU second "
-        f"(target {SCORE_TARGET:.0f}: {_hit(scored, SCORE_TARGET)})",
+        f"(target {SCORE_TARGET:.0f}: {_hit(scored, SCORE_TARGET)}; the best of {SCORE_PASSES} passes, "
+        f"each on a new connection: {', '.join(f'{timing.per_cpu_second:.0f}' for timing in passes)}/s "
+        f"per CPU second); the first message a connection scores reads the store's image: "
+        f"{first.cpu:.2f} s CPU for one message on a new connection",
         f"  token database: {megabytes:.1f} MB, {stats.tokens} tokens, "
         f"{stats.totals.spam} spam + {stats.totals.ham} ham learned",
         f"  peak RSS: {learn_rss / 1e6:.0f} MB after learning, {score_rss / 1e6:.0f} MB after scoring",

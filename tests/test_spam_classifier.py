@@ -94,8 +94,8 @@ def _series_survival(chi2: float, degrees: int) -> float:
     terms=st.integers(1, 200),
 )
 def test_the_shortcuts_of_the_chi_square_series_change_no_result(chi2: float, terms: int) -> None:
-    """chi2_survival stops once no later term can change its sum, and the indicator skips the series
-    when 1 minus it is certain to be 1.0: both give exactly what the whole series gives."""
+    """chi2_survival sums the series in numpy accumulations, and the indicator skips the series when 1
+    minus it is certain to be 1.0: both give exactly what the loop over the whole series gives."""
     assert chi2_survival(chi2, 2 * terms) == _series_survival(chi2, 2 * terms)
     assert _chi2_cdf(chi2, 2 * terms) == 1.0 - _series_survival(chi2, 2 * terms)
 

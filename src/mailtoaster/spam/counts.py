@@ -9,10 +9,10 @@ the probabilities in a few vectorised steps (:mod:`~mailtoaster.spam.classifier`
 tokens the store knows) for any other reader. Any store may return one (or any other mapping).
 
 :class:`CountImage` is a scope's whole ``tokens`` table in memory as a hash table made of arrays: 24
-bytes a row, 30 to 60 a token (25 MB for the half million of the corpus store; a dictionary took 45), and a
-message's look-ups are one vectorised gather of rows, which keeps many memory reads in flight at once
-where a dictionary probe waits for each of its three or four in turn (half a million tokens do not fit
-the processor's caches, so the waiting is what a look-up costs).
+bytes a slot, 1.5 to 3 slots a token (25 MB for the half million of the corpus store; a dictionary
+took 45), and a message's look-ups are one vectorised gather of buckets, which keeps many memory reads
+in flight at once where a dictionary probe waits for each of its three or four in turn (half a million
+tokens do not fit the processor's caches, so the waiting is what a look-up costs).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from mailtoaster.spam.store import TokenCounts
 
 Counts = NDArray[np.int64]
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_GOLDEN = np.array(0x9E3779B97F4A7C15, dtype=np.uint64)  # 0-d arrays: numpy takes them faster than scalars
 _NOTHING = (0, 0)
 
 
@@ -99,7 +99,7 @@ class CountImage:
         bits = _MIN_BITS
         while (1 << bits) * _SLOTS < size * 3 // 2:
             bits += 1
-        self.shift = np.uint64(64 - bits)
+        self.shift = np.array(64 - bits, dtype=np.uint64)
         self.ids = np.full((1 << bits, _SLOTS), -1, dtype=np.int64)
         self.counts = np.zeros((1 << bits, _SLOTS, 2), dtype=np.int64)
         nothing = np.empty(0, dtype=np.int64)

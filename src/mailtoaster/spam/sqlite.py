@@ -414,12 +414,13 @@ class SqliteTokenStore:
 
         Why: a message's tokens are mostly ones the read cache does not hold (a store knows hundreds of
         thousands, the cache a fraction), and SQLite spends about 2.5 µs of CPU on each row it looks
-        up, which made the look-ups the larger half of scoring a message. A dictionary look-up is a
-        twentieth of that. ``tokens`` changes only when the journal is folded (every
-        :data:`JOURNAL_FOLD` learned messages), when a message is moved or forgotten and on expiry,
-        each of which counts up ``meta.tokens``; learning in between goes to the journal, which every
-        reader adds on top. So the image is read once per fold, about 0.65 s for half a million rows,
-        and costs about 85 bytes a row (``spam_speed.py`` prints the peak RSS)."""
+        up, which made the look-ups the larger half of scoring a message; the image's look-up
+        (:meth:`~mailtoaster.spam.counts.CountImage.lookup`) costs a tenth of that. ``tokens`` changes
+        only when the journal is folded (every :data:`JOURNAL_FOLD` learned messages), when a message
+        is moved or forgotten and on expiry, each of which counts up ``meta.tokens``; learning in
+        between goes to the journal, which every reader adds on top. So the image is read once per
+        fold, about 0.25 s for half a million rows, and costs 36 to 72 bytes a token (``spam_speed.py``
+        prints the peak RSS)."""
         image = self._images.get(scope)
         if image is None and scope not in self._images:
             image = _read_image(db, scope)
