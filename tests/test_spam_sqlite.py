@@ -242,10 +242,13 @@ def test_the_in_memory_image_answers_as_the_database(
 ) -> None:
     """Two connections learn, move, forget and expire on one file with a tiny journal; after every
     step the reader's counts, which come from its in-memory image of ``tokens`` plus the journal,
-    must be what a new connection reads row by row from SQLite (no image: IMAGE_ROWS = 0)."""
+    and those of a new connection, which loads the image from its file when that is of the same
+    state of ``tokens`` (every scope keeps one here), must be what a new connection reads row by row
+    from SQLite (no image: IMAGE_ROWS = 0)."""
     import mailtoaster.spam.sqlite as sqlite_module
 
     monkeypatch.setattr(sqlite_module, "JOURNAL_FOLD", 3)
+    monkeypatch.setattr(sqlite_module, "IMAGE_FILE_ROWS", 0)
     path = tmp_path_factory.mktemp("image") / "tokens.sqlite"
     now = [1000.0]
     stores = {
@@ -270,12 +273,142 @@ def test_the_in_memory_image_answers_as_the_database(
                 fresh = SqliteTokenStore(path)
                 expected = {scope: dict(fresh.counts(_TOKENS, scope)) for scope in (None, "u@example.com")}
                 fresh.close()
-            for reading in stores.values():
+            loading = SqliteTokenStore(path)
+            for reading in (loading, *stores.values()):  # the new one first, before they write files
                 for scope, counts in expected.items():
                     assert dict(reading.counts(_TOKENS, scope)) == counts
+            loading.close()
     finally:
         for store in stores.values():
             store.close()
+
+
+def _image_files(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}-image-*"))
+
+
+def _learned_and_folded(path: Path, monkeypatch: pytest.MonkeyPatch) -> SqliteTokenStore:
+    """A store whose ``tokens`` has changed (a fold), as a real one has: the generation is random."""
+    import mailtoaster.spam.sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "JOURNAL_FOLD", 2)
+    monkeypatch.setattr(sqlite_module, "IMAGE_FILE_ROWS", 0)
+    store = SqliteTokenStore(path)
+    for number in range(4):
+        store.learn(f"m{number}", [f"t{number}", "common"], "spam" if number % 2 else "ham")
+    return store
+
+
+def test_a_new_connection_loads_the_image_from_its_file(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mailtoaster.spam.sqlite as sqlite_module
+
+    writer = _learned_and_folded(path, monkeypatch)
+    tokens = ["t0", "t1", "t2", "t3", "common", "unknown"]
+    expected = dict(writer.counts(tokens))
+    assert _image_files(path) == [path.with_name("tokens.sqlite-image-0")]
+    writer.close()
+
+    def never(*_args: object) -> None:
+        raise AssertionError("read from the database although the file was there")
+
+    read_image = sqlite_module._read_image
+    monkeypatch.setattr(sqlite_module, "_read_image", never)
+    reader = SqliteTokenStore(path)
+    assert (
+        dict(reader.counts(tokens))
+        == expected
+        == {
+            "t0": TokenCounts(0, 1),
+            "t1": TokenCounts(1, 0),
+            "t2": TokenCounts(0, 1),
+            "t3": TokenCounts(1, 0),
+            "common": TokenCounts(2, 2),
+        }
+    )
+    reader.close()
+    monkeypatch.setattr(sqlite_module, "_read_image", read_image)
+    monkeypatch.setattr(sqlite_module, "IMAGE_ROWS", 4)  # the file's image has 5 tokens: too many now
+    limited = SqliteTokenStore(path)
+    assert dict(limited.counts(tokens)) == expected
+    assert limited._images == {0: None}  # read row by row, the file not used
+    limited.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["flip a byte", "truncate", "garbage", "another generation", "a directory", "empty"],
+)
+def test_a_damaged_or_foreign_image_file_is_not_used(
+    path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """Whatever is wrong with the file, the counts are the database's: the image is built from it
+    (and the file written again where it can be)."""
+    import mailtoaster.spam.sqlite as sqlite_module
+
+    writer = _learned_and_folded(path, monkeypatch)
+    tokens = ["t0", "t1", "common"]
+    expected = dict(writer.counts(tokens))
+    writer.close()
+    image_file = path.with_name("tokens.sqlite-image-0")
+    data = image_file.read_bytes()
+    if damage == "flip a byte":
+        image_file.write_bytes(data[:-9] + bytes([data[-9] ^ 1]) + data[-8:])
+    elif damage == "truncate":
+        image_file.write_bytes(data[:-8])
+    elif damage == "garbage":
+        image_file.write_bytes(b"mailtoaster token image 1\n{not json\n" + data[-100:])
+    elif damage == "another generation":
+        db = sqlite3.connect(path)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'tokens'", ("f" * 32,))
+        db.commit()
+        db.close()
+    elif damage == "a directory":
+        image_file.unlink()
+        image_file.mkdir()
+    else:
+        image_file.write_bytes(b"")
+    built = []
+    read_image = sqlite_module._read_image
+
+    def counted(*args: Any) -> CountImage | None:
+        built.append(1)
+        return read_image(*args)
+
+    monkeypatch.setattr(sqlite_module, "_read_image", counted)
+    reader = SqliteTokenStore(path)
+    assert dict(reader.counts(tokens)) == expected
+    reader.close()
+    assert built == [1]
+    if damage != "a directory":  # written again, and the next connection loads it
+        monkeypatch.setattr(sqlite_module, "_read_image", lambda *_args: built.append(2))
+        again = SqliteTokenStore(path)
+        assert dict(again.counts(tokens)) == expected
+        again.close()
+        assert built == [1]
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_no_image_file_for_a_generation_an_older_version_counted(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Older versions counted changes of ``tokens`` (0, 1, 2...): two files could share a count, so
+    such a generation never names a file; the next change sets a random one."""
+    store = _learned_and_folded(path, monkeypatch)
+    store.close()
+    for image_file in _image_files(path):
+        image_file.unlink()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '7' WHERE key = 'tokens'")
+    db.commit()
+    db.close()
+    reader = SqliteTokenStore(path)
+    assert reader.counts(["common"])["common"] == TokenCounts(2, 2)
+    assert _image_files(path) == []
+    reader.learn("m9", ["t9"], "spam")
+    reader.learn("m10", ["t10"], "spam")  # a fold: a random generation
+    assert reader.counts(["common"])["common"] == TokenCounts(2, 2)
+    assert _image_files(path) != []
+    reader.close()
 
 
 _ids = st.lists(st.integers(0, 4000), unique=True, max_size=60)

@@ -112,6 +112,20 @@ class CountImage:
         image._insert(rows, fresh=True)
         return image
 
+    @classmethod
+    def of_tables(cls, ids: Counts, counts: Counts, overflow: tuple[Counts, Counts, Counts]) -> CountImage:
+        """From the arrays of another image (:attr:`ids`, :attr:`counts`, :attr:`overflow`), as they
+        are: ``ids`` of shape (2**k, 8) with k at least :data:`_MIN_BITS`, ``counts`` (2**k, 8, 2)."""
+        buckets = len(ids)
+        if buckets & (buckets - 1) or buckets < 1 << _MIN_BITS or ids.shape != (buckets, _SLOTS):
+            raise ValueError(f"not the tables of an image: ids of shape {ids.shape}")
+        if counts.shape != (buckets, _SLOTS, 2) or len({len(array) for array in overflow}) != 1:
+            raise ValueError(f"not the tables of an image: counts of shape {counts.shape}")
+        image = cls(0)
+        image.shift = np.array(64 - (buckets.bit_length() - 1), dtype=np.uint64)
+        image.ids, image.counts, image.overflow = ids, counts, overflow
+        return image
+
     def __len__(self) -> int:
         return int(np.count_nonzero(self.ids >= 0)) + len(self.overflow[0])
 

@@ -7,7 +7,8 @@ Layout (``<data-dir>/spam/tokens.sqlite``, schema version 2)::
     totals  (scope, spam, ham)
     learned (scope, digest, label)              WITHOUT ROWID, primary key (scope, digest)
     scopes  (id, user)                          the global scope is 0 and has no row
-    meta    (key, value)                        'schema' = '2'; 'folds', a counter of folds
+    meta    (key, value)                        'schema' = '2'; 'folds', a counter of folds;
+                                                'tokens', a random value new at each change of tokens
 
 ``tokens`` is keyed by (scope, token id) and stored without a rowid, so the row *is* the index entry:
 a look-up is one B-tree descent and a scope's rows sit together. The token id is a 63-bit integer
@@ -17,7 +18,8 @@ kept (``counts()`` answers by the tokens it was asked about). ``learned`` is Uni
 seconds.
 
 Scoring reads a scope's whole ``tokens`` table into memory once (an image, see
-:meth:`SqliteTokenStore._image`; read again after ``tokens`` changes, which ``meta.tokens`` counts)
+:meth:`SqliteTokenStore._image`; read again after ``tokens`` changes, which a new random
+``meta.tokens`` marks; kept in a file for the next connection, see :mod:`~mailtoaster.spam.imagefile`)
 and answers from it. Without an image (inside a learning batch, or a scope past :data:`IMAGE_ROWS`),
 it asks for all of a message's tokens in one statement (the ids travel as one JSON array, unpacked by
 ``json_each`` inside SQLite), so a message costs one round trip however many tokens it has.
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import sqlite3
 import threading
 import time
@@ -56,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from mailtoaster.spam.counts import CountImage, Counts, CountsTable
+from mailtoaster.spam.imagefile import load_image, save_image
 from mailtoaster.spam.store import Label, StoreStats, TokenCounts, TokenStoreUnavailable, Totals, as_label
 
 GLOBAL_SCOPE = 0
@@ -66,6 +70,9 @@ IMAGE_ROWS = 2_000_000
 scope is read a message at a time instead."""
 IMAGE_SCOPES = 4
 """Scopes whose images are kept at once (the global one and the users scored last)."""
+IMAGE_FILE_ROWS = 50_000
+"""A scope with at least this many ``tokens`` rows keeps its image in a file too (see
+:meth:`SqliteTokenStore._image`); a smaller one is read from the database as fast."""
 SCHEMA_VERSION = 2
 """1: tokens keyed by their text; 2: by :func:`token_id` (version 1 is migrated on open)."""
 
@@ -224,9 +231,12 @@ def _ids(arrays: list[str]) -> Counts:
 
 
 def _tokens_changed(db: sqlite3.Connection) -> None:
-    """Count a change of the ``tokens`` table (in the caller's transaction), which makes every
-    connection read its images again."""
-    db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'tokens'")
+    """Mark a change of the ``tokens`` table (in the caller's transaction) with a new random
+    ``meta.tokens``, which makes every connection read its images again. Random rather than a
+    counter: it also names the state of ``tokens`` an image file was made from
+    (:mod:`~mailtoaster.spam.imagefile`), and a database restored from a backup must not meet the
+    file of a later state that happened to have the same count."""
+    db.execute("UPDATE meta SET value = ? WHERE key = 'tokens'", (secrets.token_hex(16),))
 
 
 class SqliteTokenStore:
@@ -417,19 +427,36 @@ class SqliteTokenStore:
         up, which made the look-ups the larger half of scoring a message; the image's look-up
         (:meth:`~mailtoaster.spam.counts.CountImage.lookup`) costs a tenth of that. ``tokens`` changes
         only when the journal is folded (every :data:`JOURNAL_FOLD` learned messages), when a message
-        is moved or forgotten and on expiry, each of which counts up ``meta.tokens``; learning in
+        is moved or forgotten and on expiry, each of which sets a new ``meta.tokens``; learning in
         between goes to the journal, which every reader adds on top. So the image is read once per
         fold, about 0.25 s for half a million rows, and costs 36 to 72 bytes a token (``spam_speed.py``
-        prints the peak RSS)."""
+        prints the peak RSS). The first connection to read it after a change also writes it to a file
+        (:meth:`_stored_image`), which the others load in a tenth of that."""
         image = self._images.get(scope)
         if image is None and scope not in self._images:
-            image = _read_image(db, scope)
+            image = self._stored_image(db, scope)
             overlay = self._overlay.get(scope)
             if image is not None and overlay is not None:
                 image.add(*overlay.contents())
             while len(self._images) >= IMAGE_SCOPES:
                 del self._images[next(iter(self._images))]
             self._images[scope] = image  # None too: too big until the table changes
+        return image
+
+    def _stored_image(self, db: sqlite3.Connection, scope: int) -> CountImage | None:
+        """The scope's image as ``tokens`` holds it (the journal not yet added): from its file when
+        that was made from the same state of ``tokens`` (the ``meta.tokens`` read with the rest of
+        this transaction), else from the database, and then written to the file for the next
+        connection when the scope is large enough for that to pay."""
+        written = self._images_written
+        generation = str(written[0]) if isinstance(written, tuple) and written else ""
+        path = self.path.with_name(f"{self.path.name}-image-{scope}")
+        image = load_image(path, generation)
+        if image is not None and len(image) <= IMAGE_ROWS:
+            return image
+        image = _read_image(db, scope)
+        if image is not None and len(image) >= IMAGE_FILE_ROWS:
+            save_image(path, generation, image)
         return image
 
     def _read_journal(self, db: sqlite3.Connection) -> None:
