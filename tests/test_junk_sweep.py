@@ -490,3 +490,63 @@ def test_the_command_learns_into_the_configured_store(
     finally:
         store.close()
     assert not (world.data_dir / "spam").exists()
+
+
+def _campaign(index: int) -> bytes:
+    """A spam campaign the trained filter has never seen: plain text, its own words and sender."""
+    return (
+        f"From: Portugal Estates <offers{index % 3}@sunny-villas.example>\n"
+        f"To: {BOB}\n"
+        f"Subject: Exclusive timeshare auction, lot {index}\n"
+        f"Message-ID: <lot{index}@sunny-villas.example>\n"
+        "Date: Mon, 30 Nov 2026 10:00:00 +0000\n"
+        "\n"
+        f"Dear investor, the exclusive timeshare auction of Algarve villas closes soon: lot {index}\n"
+        "comes with ocean views, a guaranteed rental yield and free flights for the bidders.\n"
+        "Reserve your bidding number at sunny-villas dot example today.\n"
+    ).encode()
+
+
+def test_swept_junk_is_learned_removed_and_its_likes_score_higher(
+    world: World, trained_spam_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 5's acceptance end to end, with the real filter and the ``junk sweep`` command: old
+    messages in Bob's ``.Junk/cur`` are learned as spam and removed, and a new message of the same
+    campaign then scores higher, in Bayes and in points, than it did before the sweep: high enough
+    to go to Junk, where before it went to the inbox."""
+    from mailtoaster.spam import SpamFilter
+    from tests.spamtraining import install_trained
+
+    install_trained(trained_spam_store, world.data_dir)
+    probe = _campaign(99)
+    before_filter = SpamFilter.open(world.data_dir)
+    try:
+        before = before_filter.score(probe, BOB)
+    finally:
+        before_filter.close()
+    junk = Maildir(world.maildir(BOB), hostname="test")
+    junk.create_folder("Junk")
+    swept = []
+    for index in range(12):
+        delivered = junk.deliver(io.BytesIO(_campaign(index)), folder="Junk")
+        path = delivered.rename(delivered.parent.parent / "cur" / (delivered.name + ":2,S"))
+        os.utime(path, (NOW - 6 * DAY, NOW - 6 * DAY))
+        swept.append(path)
+
+    code, out, err = run(
+        capsys, "--data-dir", str(world.data_dir), "--older-than", "5d", "--delete", "--json"
+    )
+
+    assert (code, err) == (0, "")
+    total = json.loads(out)["total"]["spam"]
+    assert (total["learned"], total["deleted"]) == (12, 12)
+    assert not any(path.exists() for path in swept)
+    after_filter = SpamFilter.open(world.data_dir)
+    try:
+        after = after_filter.score(probe, BOB)
+    finally:
+        after_filter.close()
+    assert before.bayes is not None and after.bayes is not None
+    assert after.bayes > before.bayes
+    assert after.points > before.points
+    assert (before.verdict, after.verdict) == ("ham", "spam")  # 2.8 points before, 9.0 after, here
