@@ -605,7 +605,7 @@ def _html_urls(markup: str) -> list[str]:
     matches, in a fifth of the time) unless it holds one of :data:`_CASE_TRAPS`; such text with the
     pattern that ignores case, whose Unicode case folding (``ſ`` matches ``s``, the Kelvin sign ``k``)
     lower-casing the text would not give."""
-    if markup.isascii() or not _has_case_trap(markup):
+    if markup.isascii() or not _holds_any(markup, _CASE_TRAPS):
         return _HTML_URL_LOWER.findall(markup.lower())
     return [url.lower() for url in _HTML_URL.findall(markup)]
 
@@ -619,12 +619,6 @@ exactly where ``c.lower()`` matches in :data:`_HTML_URL_LOWER`, and one characte
 lower-cased text gives the same URLs, in lower case, at a quarter of the cost."""
 
 
-def _has_case_trap(text: str) -> bool:
-    """Whether ``text`` holds one of :data:`_CASE_TRAPS`: a substring test per character, in C, is far
-    cheaper than the case-blind search it spares."""
-    return any(map(text.__contains__, _CASE_TRAPS))
-
-
 def word_tokens(text: str) -> list[str]:
     """Words of 3 to 12 characters, ``skip:`` tokens for longer runs, and ``bi:`` bigrams of adjacent
     words, in reading order, each once. ``text`` is already in lower case."""
@@ -636,17 +630,18 @@ def _word_list(text: str) -> list[str]:
     the whole message, which keeps the same first places."""
     # str.split() splits on exactly the white space _WORD_SPLIT does, but for the control characters
     # that are not white space: the regular expression only when one is there (rare), as it is slower.
-    words = _WORD_SPLIT.split(text) if _has_control(text) else text.split()
+    words = _WORD_SPLIT.split(text) if _holds_any(text, _CONTROL_CHARS) else text.split()
     tokens = [word if len(word) <= MAX_WORD else _skip_token(word) for word in words if len(word) >= MIN_WORD]
     kept = [word if MIN_WORD <= len(word) <= MAX_WORD else None for word in words]
     tokens += [f"bi:{a} {b}" for a, b in pairwise(kept) if a and b]
     return tokens
 
 
-def _has_control(text: str) -> bool:
-    """Whether ``text`` holds one of :data:`_CONTROL_CHARS`: a substring test per character is ten times
-    faster than a regular expression's search, which reads the text a character at a time."""
-    return any(map(text.__contains__, _CONTROL_CHARS))
+def _holds_any(text: str, characters: tuple[str, ...]) -> bool:
+    """Whether ``text`` holds one of ``characters`` (:data:`_CONTROL_CHARS`, :data:`_CASE_TRAPS`): a
+    substring test per character, in C, is ten times faster than a regular expression's search, which
+    reads the text a character at a time."""
+    return any(map(text.__contains__, characters))
 
 
 def _skip_token(word: str) -> str:
